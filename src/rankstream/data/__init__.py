@@ -1,0 +1,1 @@
+"""Data stage: the canonical event log, loaders, preparation, splits and jagged batches."""

@@ -1,0 +1,1 @@
+"""MovieLens loader (placeholder until the MovieLens task lands)."""
