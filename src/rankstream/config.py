@@ -57,6 +57,7 @@ class TrainConfig:
     early_stop_metric: str = "ndcg@10"  # (str) validation metric that picks the best epoch
     loss: Literal["sampled_softmax", "full_softmax"] = "sampled_softmax"
     num_negatives: int = 128  # (int) sampled-softmax negatives per position
+    shared_negatives: bool = False  # (bool) one negative set per batch instead of per position
     temperature: float = 0.05  # (float) logit temperature (1.0 = raw dot products)
     checkpoint_dir: str = ""  # (str) where best/last checkpoints go ("" = runs/<name>)
     log_dir: str = ""  # (str) TensorBoard scalars ("" = <checkpoint_dir>/tb)

@@ -1,0 +1,1 @@
+"""Shared building blocks: every block lives here once and models compose them."""

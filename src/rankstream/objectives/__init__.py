@@ -1,0 +1,1 @@
+"""Training objectives (losses) shared by models."""

@@ -1,0 +1,38 @@
+"""Item + learned positional embeddings for sequences (shared by every sequence encoder)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rankstream.layers.jagged import positions
+
+
+class SequenceEmbedding(nn.Module):
+    """E[item] * sqrt(d) + P[position], then dropout (SASRec Sec. III-B; HSTU's preprocessor).
+
+    Row 0 of the item table is padding and stays zero.
+    """
+
+    def __init__(self, num_items: int, dim: int, max_len: int, dropout: float) -> None:
+        super().__init__()
+        self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.pos = nn.Embedding(max_len, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.scale = math.sqrt(dim)
+        nn.init.xavier_normal_(self.items.weight)
+        nn.init.xavier_normal_(self.pos.weight)
+        with torch.no_grad():
+            self.items.weight[0].zero_()
+
+    def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        """(T,) ids, (B+1,) offsets -> (T, d)."""
+        pos = positions(offsets, ids.numel())
+        return self.dropout(self.items(ids) * self.scale + self.pos(pos))
+
+
+def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    return F.normalize(x, p=2.0, dim=-1, eps=eps)

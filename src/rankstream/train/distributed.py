@@ -1,0 +1,85 @@
+"""DDP plumbing: process group from torchrun's environment, and the loss wrapper DDP wraps.
+
+Distribution is a wrapper around an unaware model (TorchRec's habit): the model never knows
+how many ranks there are. gloo on CPU, NCCL when CUDA is present.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+
+def init_from_env() -> Dist:
+    """Join the process group torchrun describes (WORLD_SIZE > 1), else single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def shutdown(d: Dist) -> None:
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_sum(d: Dist, value: float) -> float:
+    """Sum of a scalar over ranks."""
+    if not d.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item())
+
+
+def broadcast_object(d: Dist, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+class LossModule(nn.Module):
+    """Holds the model; forward computes the task's loss sum. DDP wraps this, not the model."""
+
+    def __init__(self, model: nn.Module, task: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
+        loss: torch.Tensor
+        count: int
+        loss, count = self.task.loss(self.model, rows, gen)
+        return loss, count
+
+
+def wrap(module: LossModule, d: Dist) -> nn.Module:
+    if not d.enabled:
+        return module
+    return nn.parallel.DistributedDataParallel(module)
