@@ -107,6 +107,7 @@ def run_experiment(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Cons
         },
         "data": {**data.stats, "path": cfg.data.path, "has_real_timestamps": data.has_real_timestamps},
         "metrics": metrics,
+        "baselines": {"most_popular": {"test": _clean(task.popularity_metrics("test"))}},
         "params": sum(p.numel() for p in model.parameters()),
         "epochs": epochs_run,
         "best_epoch": state.best_epoch,

@@ -20,6 +20,7 @@ from rankstream.data.jagged import (
     eval_batch,
     history_ids,
     train_batch,
+    window_index,
 )
 from rankstream.data.prepare import SequenceData
 from rankstream.data.split import Split, SplitView, leave_one_out
@@ -80,6 +81,19 @@ class SequentialTask:
                 shared_negatives=cfg.shared_negatives,
             )
         return loss, batch.targets.numel()
+
+    def popularity_metrics(self, split: Split) -> dict[str, float]:
+        """Most-popular baseline: rank items by their count in the training sequences."""
+        v = self.views["train"]
+        idx, _ = window_index(v.starts, v.ends - v.starts)
+        counts = np.bincount(self.data.items[idx], minlength=self.data.num_items + 1)
+        view = self.views[split]
+        scores = torch.from_numpy(counts.astype(np.float32)).expand(len(view), -1)
+        target = torch.from_numpy(self.data.items[view.ends])
+        hist = None
+        if self.eval_cfg.mask_history:
+            hist = history_ids(self.data, view, np.arange(len(view)))
+        return metrics_from_ranks(ranks_of_targets(scores, target, hist), self.eval_cfg.ks)
 
     @torch.no_grad()
     def evaluate(self, model: SequenceModel, split: Split) -> dict[str, float]:
