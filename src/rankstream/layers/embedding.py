@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rankstream.layers.dropout import Dropout
 from rankstream.layers.jagged import positions
 
 
@@ -21,7 +22,7 @@ class SequenceEmbedding(nn.Module):
         super().__init__()
         self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.scale = math.sqrt(dim)
         nn.init.xavier_normal_(self.items.weight)
         nn.init.xavier_normal_(self.pos.weight)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankstream.layers.attention import JaggedLayout, RelativeBias, pointwise_attention
+from rankstream.layers.dropout import Dropout
 from rankstream.layers.embedding import SequenceEmbedding, l2_normalize
 from rankstream.registry import register_model
 
@@ -54,7 +55,7 @@ class HSTULayer(nn.Module):
         self.out = nn.Linear(h * cfg.dv, cfg.dim)
         nn.init.xavier_uniform_(self.out.weight)
         self.bias = RelativeBias(cfg.max_len + 1, cfg.num_time_buckets, cfg.time_bias)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(
         self,

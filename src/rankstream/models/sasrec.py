@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from rankstream.layers.attention import JaggedLayout, softmax_attention
+from rankstream.layers.dropout import Dropout
 from rankstream.layers.embedding import SequenceEmbedding, l2_normalize
 from rankstream.registry import register_model
 
@@ -49,10 +50,10 @@ class SASRecBlock(nn.Module):
         self.kv = nn.Linear(d, 2 * d)
         self.out = nn.Linear(d, d)
         self.ffn = nn.Sequential(
-            nn.Linear(d, cfg.ffn_dim), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ffn_dim, d)
+            nn.Linear(d, cfg.ffn_dim), nn.ReLU(), Dropout(cfg.dropout), nn.Linear(cfg.ffn_dim, d)
         )
         self.dropout = cfg.dropout
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, layout: JaggedLayout) -> torch.Tensor:
         h = self.ln1(x)  # (T, d)
