@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from shared_data import ml1m_slice, needs_ml1m, write_config
 
 from rankstream.cli import main
+from shared_data import ml1m_slice, needs_ml1m, write_config
 
 pytestmark = [needs_ml1m, pytest.mark.slow]
 

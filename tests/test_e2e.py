@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-from shared_data import ml1m_slice, needs_ml1m, write_config
 
 from rankstream.cli import main
+from shared_data import ml1m_slice, needs_ml1m, write_config
 
 pytestmark = [needs_ml1m, pytest.mark.slow]
 

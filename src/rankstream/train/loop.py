@@ -196,9 +196,11 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss, out_of_time = self._train_epoch(epoch, deadline)
                 seconds = time.perf_counter() - t0
-                if out_of_time or epoch % t.eval_every == 0 or epoch == t.max_epochs:
-                    if self._validate(epoch, loss, seconds):
-                        self.state.stopped = f"early stop: no better valid {t.early_stop_metric} in {t.patience} evaluations"
+                due = out_of_time or epoch % t.eval_every == 0 or epoch == t.max_epochs
+                if due and self._validate(epoch, loss, seconds):
+                    self.state.stopped = (
+                        f"early stop: no better valid {t.early_stop_metric} in {t.patience} evaluations"
+                    )
                 if out_of_time:
                     self.state.stopped = f"time budget of {t.time_budget_s:.0f} s reached in epoch {epoch}"
                     break
