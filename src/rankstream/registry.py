@@ -62,6 +62,8 @@ class DatasetEntry:
     name: str
     load: Callable[..., Any]
     doc: str = ""
+    # Optional: given a missing path, fetch the official archive there (network permitting).
+    fetch: Callable[[Any], Any] | None = None
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -78,11 +80,17 @@ def register_model(name: str, config_cls: type, task: str) -> Callable[[Callable
     return deco
 
 
-def register_loader(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator for a dataset loader ``load(path, *, on_bad_rows, ...) -> EventLog``."""
+def register_loader(
+    name: str, fetch: Callable[[Any], Any] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator for a dataset loader ``load(path, *, on_bad_rows, ...) -> EventLog``.
+
+    ``fetch(path) -> path`` (optional) downloads the official data to a missing ``path``.
+    """
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        LOADERS.add(name, DatasetEntry(name, fn, (fn.__doc__ or "").strip().split("\n")[0]))
+        doc = (fn.__doc__ or "").strip().split("\n")[0]
+        LOADERS.add(name, DatasetEntry(name, fn, doc, fetch))
         return fn
 
     return deco

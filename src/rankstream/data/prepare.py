@@ -182,6 +182,9 @@ def resolve_source(data_dir: Path, cfg: DataConfig) -> Path:
     """The file or folder a config reads: ``data.path`` under the data directory."""
     p = Path(cfg.path)
     source = p if p.is_absolute() else data_dir / p
+    fetch = LOADERS.get(cfg.loader).fetch
+    if not source.exists() and fetch is not None:
+        source = Path(fetch(source))
     if not source.exists():
         raise DataError(
             f"data not found: {source} (data.path={cfg.path!r} under data dir {data_dir}; "

@@ -63,7 +63,7 @@ USER_FIELDS: dict[str, Kind] = {
 Loaded = tuple[pl.DataFrame, pl.DataFrame | None, pl.DataFrame | None, Rejected]
 
 
-@register_loader("movielens")
+@register_loader("movielens", fetch=lambda p: resolve_movielens(p))
 def load_movielens(path: Path, *, on_bad_rows: OnBad = "skip") -> EventLog:
     """MovieLens ratings (ML-100K text or Parquet, ML-1M/10M ``.dat``) with item/user tables."""
     path = Path(path)
