@@ -233,15 +233,9 @@ def test_to_dict_round_trip(tmp_path: Path) -> None:
     assert again == cfg
 
 
-# -- known bugs (strict xfail: they start failing loudly once fixed) ----------------------
+# -- regressions: bugs found by these tests, now fixed ------------------------------------
 
 
-@pytest.mark.xfail(
-    reason="config.py:137-139: PyYAML (YAML 1.1) reads '1e-3' as the *string* '1e-3'; "
-    "_coerce rejects it for a float field ('expected a number, got '1e-3''), so the common "
-    "spelling lr: 1e-3 / train.lr=1e-3 is refused",
-    strict=True,
-)
 def test_exponent_float_without_dot(tmp_path: Path) -> None:
     cfg = load_config(write(tmp_path, BASE), ["train.lr=1e-3"])
     assert cfg.train.lr == pytest.approx(1e-3)
@@ -250,13 +244,6 @@ def test_exponent_float_without_dot(tmp_path: Path) -> None:
     assert load_config(p).train.lr == pytest.approx(4e-3)
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    reason="config.py:169 apply_overrides round-trips the raw YAML through json.dumps; an "
-    "unquoted date (name: 2024-05-01, which YAML turns into datetime.date) raises TypeError "
-    "'Object of type date is not JSON serializable' instead of loading or a ConfigError",
-    strict=True,
-)
 def test_date_like_value(tmp_path: Path) -> None:
     p = tmp_path / "dated.yaml"
     p.write_text("name: 2024-05-01\nmodel:\n  name: sasrec\n")
@@ -267,13 +254,6 @@ def test_date_like_value(tmp_path: Path) -> None:
     assert cfg.name == "2024-05-01"
 
 
-@pytest.mark.xfail(
-    reason="train.early_stop_metric is never checked against eval.ks: with eval.ks=[5, 20] the "
-    "default 'ndcg@10' is not computed and training dies with KeyError at train/loop.py:158 "
-    "(metrics[t.early_stop_metric]) after the first epoch, instead of a ConfigError up front "
-    "(neither load_config nor train/experiment.build check it)",
-    strict=True,
-)
 def test_early_stop_metric_must_be_a_computed_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rankstream.train import experiment
 

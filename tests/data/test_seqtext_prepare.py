@@ -332,13 +332,6 @@ def test_prepare_error_mode(data_dir: Path) -> None:
         prepare_sequences(data_dir, cfg)
 
 
-@pytest.mark.xfail(
-    reason="data/loaders/text.py:36 read_lines hands the bytes to pl.read_csv: a non-UTF-8 byte "
-    "raises polars ComputeError('invalid utf-8 sequence') and a 0x1f byte (the separator it "
-    "uses) raises polars SchemaError, with no file:line, in both skip and error mode, instead "
-    "of a reject / DataError naming the line",
-    strict=True,
-)
 @pytest.mark.parametrize("bad_line", [b"2 3\xff0 40", b"2 30\x1f 40"], ids=["non-utf8", "unit-separator"])
 def test_undecodable_line_is_a_reject(tmp_path: Path, bad_line: bytes) -> None:
     p = tmp_path / "bytes.txt"

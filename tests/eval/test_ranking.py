@@ -90,12 +90,6 @@ def test_mask_history_random_against_loop() -> None:
         assert ranks[i] == expected
 
 
-@pytest.mark.xfail(
-    reason="eval/ranking.py:34-35: rank = (scores > t).sum(1) and every comparison with NaN is "
-    "False, so a NaN target score gets rank 0: a diverged (NaN) model reports HR = NDCG = MRR "
-    "= 1.0, and train/loop.py:159 (value > st.best) then keeps it as the best checkpoint",
-    strict=True,
-)
 def test_nan_target_score_is_not_a_hit() -> None:
     scores = torch.tensor([[0.0, 0.3, float("nan"), 0.1, 0.2], [float("nan")] * 5])
     target = torch.tensor([2, 1])

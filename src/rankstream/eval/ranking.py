@@ -32,7 +32,9 @@ def ranks_of_targets(
         keep = ids != target[rows]
         scores[rows[keep], ids[keep]] = float("-inf")
     t = scores.gather(1, target[:, None])
-    return (scores > t).sum(1)
+    ranks = (scores > t).sum(1)
+    # A NaN target score is a miss (worst rank), never a hit: a diverged model must not win.
+    return torch.where(t.squeeze(1).isnan(), scores.shape[1] - 1, ranks)
 
 
 def metrics_from_ranks(ranks: torch.Tensor, ks: Iterable[int]) -> dict[str, float]:

@@ -50,6 +50,12 @@ def build(cfg: ExperimentConfig, data_dir: Path) -> tuple[SequenceData, torch.nn
     model_max = getattr(cfg.model, "max_len", cfg.data.max_len)
     if cfg.data.max_len > model_max:
         raise ConfigError(f"data.max_len={cfg.data.max_len} exceeds model.max_len={model_max}")
+    known = {"mrr"} | {f"{m}@{k}" for k in cfg.eval.ks for m in ("hr", "ndcg")}
+    if cfg.train.early_stop_metric not in known:
+        raise ConfigError(
+            f"train.early_stop_metric={cfg.train.early_stop_metric!r} is not computed with "
+            f"eval.ks={list(cfg.eval.ks)} (choose from {', '.join(sorted(known))})"
+        )
     data = prepare_sequences(data_dir, cfg.data)
     torch.manual_seed(cfg.train.seed)
     model = entry.build(cfg.model, num_items=data.num_items)

@@ -28,7 +28,7 @@ from typing import Literal
 
 import polars as pl
 
-from rankstream.data.loaders.text import handle_rejects, read_bytes, read_lines
+from rankstream.data.loaders.text import handle_rejects, read_lines
 from rankstream.data.schema import DataError, EventLog, Rejected, validate_events
 from rankstream.registry import register_loader
 
@@ -221,18 +221,7 @@ def _find(folder: Path, name: str) -> Path | None:
 
 def _lines(path: Path) -> pl.DataFrame:
     """``read_lines``, falling back to latin-1 for files that are not UTF-8 (movies.dat)."""
-    try:
-        return read_lines(path)
-    except pl.exceptions.ComputeError:
-        text = read_bytes(path).decode("latin-1")
-    return (
-        pl.DataFrame({"line": [text]})
-        .select(pl.col("line").str.split("\n"))
-        .explode("line")
-        .with_row_index("line_no", offset=1)
-        .with_columns(pl.col("line_no").cast(pl.Int64), pl.col("line").str.strip_chars())
-        .filter(pl.col("line").str.len_chars() > 0)
-    )
+    return read_lines(path, fallback_encoding="latin-1")
 
 
 def _split(path: Path, sep: str, n_fields: int) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -28,13 +28,24 @@ def read_bytes(path: Path) -> bytes:
     return raw
 
 
-def read_lines(path: Path) -> pl.DataFrame:
-    """One row per non-empty line: ``line_no`` (1-based, as an editor shows it) and ``line``."""
+def read_lines(path: Path, fallback_encoding: str | None = None) -> pl.DataFrame:
+    """One row per non-empty line: ``line_no`` (1-based, as an editor shows it) and ``line``.
+
+    Text is UTF-8; a file that is not is read with ``fallback_encoding`` when given (e.g.
+    latin-1 for MovieLens' movies.dat), else undecodable bytes are replaced (see below).
+    """
     raw = read_bytes(path)
     if not raw.strip():
         raise DataError(f"{path}: file is empty")
+    # Undecodable bytes (and our separator byte) become U+FFFD: such a line then fails its
+    # field checks and is rejected with its line number, instead of crashing the reader.
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode(fallback_encoding or "utf-8", errors="replace")
+    text = text.replace("\x1f", "\ufffd")
     df = pl.read_csv(
-        io.BytesIO(raw),
+        io.BytesIO(text.encode()),
         has_header=False,
         separator="\x1f",
         quote_char=None,
