@@ -34,6 +34,11 @@ class SequenceEmbedding(nn.Module):
         pos = positions(offsets, ids.numel())
         return self.dropout(self.items(ids) * self.scale + self.pos(pos))
 
+    def item_table(self, normalize: bool) -> torch.Tensor:
+        """(num_items + 1, d) output-side item vectors: the shared table, optionally L2-normed."""
+        w = self.items.weight
+        return l2_normalize(w) if normalize else w
+
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return F.normalize(x, p=2.0, dim=-1, eps=eps)

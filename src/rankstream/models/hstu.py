@@ -103,8 +103,7 @@ class HSTU(nn.Module):
         return l2_normalize(x) if self.cfg.l2_norm else x
 
     def item_vectors(self) -> torch.Tensor:
-        w = self.embed.items.weight
-        return l2_normalize(w) if self.cfg.l2_norm else w
+        return self.embed.item_table(self.cfg.l2_norm)
 
 
 @register_model("hstu", HSTUConfig, task="sequential")
