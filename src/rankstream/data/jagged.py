@@ -51,36 +51,36 @@ def window_index(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, n
     return idx, offsets
 
 
-def train_batch(data: SequenceData, view: SplitView, rows: np.ndarray, max_len: int) -> JaggedBatch:
-    """Training batch for split rows ``rows``: inputs s[:-1], targets s[1:], last max_len."""
-    ends = view.ends[rows]
-    n = np.minimum(ends - view.starts[rows] - 1, max_len)
-    idx, offsets = window_index(ends - n - 1, n)
-    return JaggedBatch(
+def _windows(
+    data: SequenceData, view: SplitView, rows: np.ndarray, ends: np.ndarray, max_len: int
+) -> tuple[JaggedBatch, np.ndarray]:
+    """Batch of the last (<= max_len) items before ``ends``; also returns the gather index."""
+    n = np.minimum(ends - view.starts[rows], max_len)
+    idx, offsets = window_index(ends - n, n)
+    batch = JaggedBatch(
         ids=torch.from_numpy(data.items[idx]),
         offsets=torch.from_numpy(offsets),
         times=torch.from_numpy(data.times[idx]),
         next_times=torch.from_numpy(data.times[idx + 1]),
         max_len=int(n.max()),
         users=torch.from_numpy(view.users[rows]),
-        targets=torch.from_numpy(data.items[idx + 1]),
     )
+    return batch, idx
+
+
+def train_batch(data: SequenceData, view: SplitView, rows: np.ndarray, max_len: int) -> JaggedBatch:
+    """Training batch for split rows ``rows``: inputs s[:-1], targets s[1:], last max_len."""
+    batch, idx = _windows(data, view, rows, view.ends[rows] - 1, max_len)
+    batch.targets = torch.from_numpy(data.items[idx + 1])
+    return batch
 
 
 def eval_batch(data: SequenceData, view: SplitView, rows: np.ndarray, max_len: int) -> JaggedBatch:
     """Evaluation batch: the last max_len items of each history and the held-out target."""
     ends = view.ends[rows]
-    n = np.minimum(ends - view.starts[rows], max_len)
-    idx, offsets = window_index(ends - n, n)
-    return JaggedBatch(
-        ids=torch.from_numpy(data.items[idx]),
-        offsets=torch.from_numpy(offsets),
-        times=torch.from_numpy(data.times[idx]),
-        next_times=torch.from_numpy(data.times[idx + 1]),
-        max_len=int(n.max()),
-        users=torch.from_numpy(view.users[rows]),
-        target=torch.from_numpy(data.items[ends]),
-    )
+    batch, _ = _windows(data, view, rows, ends, max_len)
+    batch.target = torch.from_numpy(data.items[ends])
+    return batch
 
 
 def history_ids(data: SequenceData, view: SplitView, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
