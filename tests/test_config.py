@@ -255,11 +255,11 @@ def test_date_like_value(tmp_path: Path) -> None:
 
 
 def test_early_stop_metric_must_be_a_computed_metric(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rankstream.train import experiment
+    from rankstream.train import sequential
 
     monkeypatch.setenv("RANKSTREAM_CACHE", str(tmp_path / "cache"))
     (tmp_path / "toy.txt").write_text("1 1 2 3 4\n2 2 3 4 5\n3 1 3 5 2\n")
     overrides = ["eval.ks=[5,20]", "data.path=toy.txt", "data.max_len=10", "model.max_len=10"]
     with pytest.raises(ConfigError, match="early_stop_metric"):
         cfg = load_config(write(tmp_path, BASE), overrides)
-        experiment.build(cfg, tmp_path)
+        sequential.build(cfg, tmp_path)

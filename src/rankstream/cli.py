@@ -26,7 +26,7 @@ from rich.console import Console
 
 from rankstream.config import ConfigError, load_config
 from rankstream.data.schema import DataError
-from rankstream.registry import LOADERS, MODELS, RegistryError
+from rankstream.registry import LOADERS, MODELS, TASKS, RegistryError
 from rankstream.train.checkpoint import CheckpointError
 
 EXPECTED_ERRORS = (ConfigError, DataError, RegistryError, CheckpointError, FileNotFoundError)
@@ -47,7 +47,8 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
 def _print_metrics(result: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{result['dataset']} / {result['model']}  (mask_history={result.get('protocol', result).get('mask_history')})")
+    protocol = result.get("protocol", {}).get("name", "")
+    table = Table(title=f"{result['dataset']} / {result['model']}  ({protocol})")
     table.add_column("split")
     keys = list(result["metrics"]["test"])
     for k in keys:
@@ -63,6 +64,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"model   {m:12s} [{e.task}] {e.doc.splitlines()[0] if e.doc else ''}")
     for name in LOADERS.names():
         print(f"loader  {name:12s} {LOADERS.get(name).doc}")
+    for name in TASKS.names():
+        print(f"task    {name:12s} {TASKS.get(name).doc}")
     return 0
 
 

@@ -69,7 +69,14 @@ class TrainConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     ks: tuple[int, ...] = (10, 50, 200)  # (list[int]) cut-offs for HR@K / NDCG@K
-    mask_history: bool = False  # (bool) RecBole convention if true; HSTU's (no mask) if false
+    # (bool) remove items the user has already interacted with from the ranking (never the
+    # target). false = rank every item (the plain full-ranking protocol).
+    mask_history: bool = False
+    # (str) what "already interacted with" means when mask_history is true:
+    #   full   = the user's whole history (RecBole's convention);
+    #   window = the items of the model's input window, i.e. the last data.max_len items (what
+    #            the HSTU repository's evaluation does: filter_invalid_ids over past_ids).
+    mask_scope: Literal["full", "window"] = "full"
     batch_size: int = 1024  # (int) users per scoring batch
 
 
@@ -79,9 +86,11 @@ class ExperimentConfig:
     dataset: str
     model_name: str
     model: Any  # the registered model's own frozen config dataclass
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    # The next three are typed by the model's task (registry.TaskEntry.data_cls, ...); the
+    # defaults are the sequential (next-item) task's.
+    data: Any = field(default_factory=DataConfig)
+    train: Any = field(default_factory=TrainConfig)
+    eval: Any = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -187,7 +196,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
     """Read a YAML experiment config, apply overrides, and build the typed objects."""
-    from rankstream.registry import MODELS
+    from rankstream.registry import MODELS, TASKS
 
     p = Path(path)
     if not p.is_file():
@@ -205,12 +214,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not model_name:
         raise ConfigError(f"{p}: model.name is required (known: {', '.join(MODELS.names())})")
     entry = MODELS.get(model_name)
+    task = TASKS.get(entry.task)
     return ExperimentConfig(
         name=str(raw.get("name") or p.stem),
         dataset=str(raw.get("dataset") or p.parent.name),
         model_name=model_name,
         model=build(entry.config_cls, model_raw, "model"),
-        data=build(DataConfig, raw.get("data") or {}, "data"),
-        train=build(TrainConfig, raw.get("train") or {}, "train"),
-        eval=build(EvalConfig, raw.get("eval") or {}, "eval"),
+        data=build(task.data_cls, raw.get("data") or {}, "data"),
+        train=build(task.train_cls, raw.get("train") or {}, "train"),
+        eval=build(task.eval_cls, raw.get("eval") or {}, "eval"),
     )

@@ -1,4 +1,4 @@
-"""One small explicit registry for user-facing names (models, datasets).
+"""One small explicit registry for user-facing names (models, dataset loaders, tasks).
 
 Names are registered once, where the thing is defined; a duplicate name is an error and an
 unknown name gives a one-line error listing the known ones. ``rankstream list`` prints them.
@@ -66,8 +66,28 @@ class DatasetEntry:
     fetch: Callable[[Any], Any] | None = None
 
 
+@dataclass(frozen=True)
+class TaskEntry:
+    """A registered task: how ``train``/``bench``/``eval`` run the models that name it.
+
+    ``run(cfg, data_dir, dist, console) -> result dict`` (``None`` on ranks other than 0)
+    trains, evaluates and describes one experiment; ``evaluate(cfg, data_dir, checkpoint)
+    -> result dict`` scores a saved checkpoint. ``data_cls`` / ``train_cls`` / ``eval_cls``
+    type the config's ``data`` / ``train`` / ``eval`` sections for this task's models.
+    """
+
+    name: str
+    run: Callable[..., Any]
+    evaluate: Callable[..., Any]
+    data_cls: type
+    train_cls: type
+    eval_cls: type
+    doc: str = ""
+
+
 MODELS: Registry[ModelEntry] = Registry("model")
 LOADERS: Registry[DatasetEntry] = Registry("dataset loader")
+TASKS: Registry[TaskEntry] = Registry("task")
 
 
 def register_model(name: str, config_cls: type, task: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -96,14 +116,23 @@ def register_loader(
     return deco
 
 
+def register_task(
+    name: str, *, run: Callable[..., Any], evaluate: Callable[..., Any],
+    data_cls: type, train_cls: type, eval_cls: type, doc: str = "",
+) -> TaskEntry:
+    """Register a task (called once, at the bottom of the module that implements it)."""
+    return TASKS.add(name, TaskEntry(name, run, evaluate, data_cls, train_cls, eval_cls, doc))
+
+
 _loaded = False
 
 
 def _load_builtins() -> None:
-    """Import the modules that register the built-in models and loaders (once)."""
+    """Import the modules that register the built-in models, loaders and tasks (once)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     import rankstream.data.loaders  # noqa: F401
     import rankstream.models  # noqa: F401
+    import rankstream.train.tasks  # noqa: F401

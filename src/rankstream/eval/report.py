@@ -98,7 +98,8 @@ def protocol_short(protocol: Any) -> str:
     first = " ".join(str(x) for x in (split, p.get("ranking")) if x not in (None, ""))
     parts = [first] if first else []
     if isinstance(p.get("mask_history"), bool):
-        parts.append("mask" if p["mask_history"] else "no mask")
+        scope = f" ({p['mask_scope']})" if p["mask_history"] and p.get("mask_scope") else ""
+        parts.append(f"mask{scope}" if p["mask_history"] else "no mask")
     if p.get("max_len") is not None:
         parts.append(f"L={p['max_len']}")
     return ", ".join(parts)

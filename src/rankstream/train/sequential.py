@@ -2,18 +2,22 @@
 
 A task is what the generic loop (``train/loop.py``) needs from a kind of model: the epoch's
 global batches, the loss of a (local) batch, the number of samples in it, and an evaluation.
-The model itself stays a plain ``nn.Module`` that knows nothing about training.
+The model itself stays a plain ``nn.Module`` that knows nothing about training. The bottom
+of the module registers the task ("sequential") with the experiment runner the CLI calls.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from rich.console import Console
 
-from rankstream.config import EvalConfig, TrainConfig
+from rankstream.config import ConfigError, DataConfig, EvalConfig, ExperimentConfig, TrainConfig
 from rankstream.data.jagged import (
     JaggedBatch,
     epoch_batches,
@@ -22,11 +26,24 @@ from rankstream.data.jagged import (
     train_batch,
     window_index,
 )
-from rankstream.data.prepare import SequenceData
+from rankstream.data.prepare import SequenceData, prepare_sequences
 from rankstream.data.split import Split, SplitView, leave_one_out
 from rankstream.eval.ranking import metrics_from_ranks, ranks_of_targets
 from rankstream.models.base import SequenceModel
 from rankstream.objectives.softmax import full_softmax_loss, sampled_softmax_loss
+from rankstream.registry import MODELS, register_task
+from rankstream.train.checkpoint import load_checkpoint
+from rankstream.train.distributed import Dist
+from rankstream.train.experiment import checkpoint_dir, model_hash, result_fields
+from rankstream.train.loop import Trainer
+
+# Evaluation protocols: rank all items; mask the items of the model's input window (the
+# HSTU repository's evaluation); mask the user's whole history (RecBole's convention).
+PROTOCOLS = ("no_mask", "mask_window", "mask_full")
+
+
+def protocol_name(cfg: EvalConfig) -> str:
+    return f"mask_{cfg.mask_scope}" if cfg.mask_history else "no_mask"
 
 
 def encode_batch(model: SequenceModel, batch: JaggedBatch) -> torch.Tensor:
@@ -82,36 +99,156 @@ class SequentialTask:
             )
         return loss, batch.targets.numel()
 
+    def _mask(self, view: SplitView, rows: np.ndarray, batch: JaggedBatch, protocol: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Items to remove from the ranking under ``protocol`` (see :data:`PROTOCOLS`)."""
+        if protocol == "mask_window":
+            return batch.ids, batch.offsets
+        if protocol == "mask_full":
+            return history_ids(self.data, view, rows)
+        return None
+
     def popularity_metrics(self, split: Split) -> dict[str, float]:
         """Most-popular baseline: rank items by their count in the training sequences."""
         v = self.views["train"]
         idx, _ = window_index(v.starts, v.ends - v.starts)
         counts = np.bincount(self.data.items[idx], minlength=self.data.num_items + 1)
         view = self.views[split]
+        rows = np.arange(len(view))
+        batch = eval_batch(self.data, view, rows, self.max_len)
         scores = torch.from_numpy(counts.astype(np.float32)).expand(len(view), -1)
-        target = torch.from_numpy(self.data.items[view.ends])
-        hist = None
-        if self.eval_cfg.mask_history:
-            hist = history_ids(self.data, view, np.arange(len(view)))
-        return metrics_from_ranks(ranks_of_targets(scores, target, hist), self.eval_cfg.ks)
+        assert batch.target is not None
+        mask = self._mask(view, rows, batch, self.protocol)
+        return metrics_from_ranks(ranks_of_targets(scores, batch.target, mask), self.eval_cfg.ks)
+
+    @property
+    def protocol(self) -> str:
+        """The configured evaluation protocol's name (one of :data:`PROTOCOLS`)."""
+        return protocol_name(self.eval_cfg)
 
     @torch.no_grad()
     def evaluate(self, model: SequenceModel, split: Split) -> dict[str, float]:
-        """Full ranking of every user's held-out item over all items."""
+        """Full ranking of every user's held-out item over all items (configured protocol)."""
+        return self.evaluate_protocols(model, split, (self.protocol,))[self.protocol]
+
+    @torch.no_grad()
+    def evaluate_protocols(
+        self, model: SequenceModel, split: Split, protocols: tuple[str, ...] = PROTOCOLS
+    ) -> dict[str, dict[str, float]]:
+        """Metrics under each of ``protocols`` from one encoding pass over the users."""
         t0 = time.perf_counter()
         view = self.views[split]
         items = model.item_vectors()
-        ranks = []
+        ranks: dict[str, list[torch.Tensor]] = {p: [] for p in protocols}
         bs = self.eval_cfg.batch_size
         order = np.argsort(view.ends - view.starts, kind="stable")  # similar lengths together
         for b in range(0, len(view), bs):
             rows = order[b : b + bs]
             batch = eval_batch(self.data, view, rows, self.max_len)
             states = encode_batch(model, batch)
-            last = states[batch.offsets[1:] - 1]  # (B, d)
+            scores = states[batch.offsets[1:] - 1] @ items.t()  # (B, N + 1): last position
             assert batch.target is not None
-            hist = history_ids(self.data, view, rows) if self.eval_cfg.mask_history else None
-            ranks.append(ranks_of_targets(last @ items.t(), batch.target, hist))
-        out = metrics_from_ranks(torch.cat(ranks), self.eval_cfg.ks)
-        out["seconds"] = time.perf_counter() - t0
+            for p in protocols:
+                ranks[p].append(ranks_of_targets(scores, batch.target, self._mask(view, rows, batch, p)))
+        seconds = time.perf_counter() - t0
+        out = {p: metrics_from_ranks(torch.cat(r), self.eval_cfg.ks) for p, r in ranks.items()}
+        for m in out.values():
+            m["seconds"] = seconds
         return out
+
+
+# -- the experiment runner ----------------------------------------------------------------
+METRIC_KEYS = ("hr", "ndcg", "mrr")
+
+
+def build(cfg: ExperimentConfig, data_dir: Path) -> tuple[SequenceData, torch.nn.Module, SequentialTask]:
+    """Prepared data, a fresh model and its task, all checked against each other."""
+    model_max = getattr(cfg.model, "max_len", cfg.data.max_len)
+    if cfg.data.max_len > model_max:
+        raise ConfigError(f"data.max_len={cfg.data.max_len} exceeds model.max_len={model_max}")
+    known = {"mrr"} | {f"{m}@{k}" for k in cfg.eval.ks for m in ("hr", "ndcg")}
+    if cfg.train.early_stop_metric not in known:
+        raise ConfigError(
+            f"train.early_stop_metric={cfg.train.early_stop_metric!r} is not computed with "
+            f"eval.ks={list(cfg.eval.ks)} (choose from {', '.join(sorted(known))})"
+        )
+    data = prepare_sequences(data_dir, cfg.data)
+    torch.manual_seed(cfg.train.seed)
+    model = MODELS.get(cfg.model_name).build(cfg.model, num_items=data.num_items)
+    task = SequentialTask(data, cfg.train, cfg.eval, cfg.data.max_len)
+    task.check_model(model)
+    return data, model, task
+
+
+def _clean(m: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in m.items() if k.split("@")[0] in METRIC_KEYS}
+
+
+def evaluate_splits(model: torch.nn.Module, task: SequentialTask) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Valid and test metrics under the configured protocol, and under every protocol."""
+    model.eval()
+    t0 = time.perf_counter()
+    seq_model: Any = model  # a registered sequential model (SequenceModel protocol)
+    by_split = {s: task.evaluate_protocols(seq_model, s) for s in ("valid", "test")}
+    seconds = time.perf_counter() - t0
+    metrics = {s: _clean(m[task.protocol]) for s, m in by_split.items()}
+    by_protocol = {p: {s: _clean(by_split[s][p]) for s in by_split} for p in PROTOCOLS}
+    return metrics, by_protocol, seconds
+
+
+def protocol_fields(cfg: ExperimentConfig) -> dict[str, Any]:
+    return {
+        "split": "leave-one-out (last item test, second-to-last valid)",
+        "ranking": "full (all items, no sampled negatives)",
+        "name": protocol_name(cfg.eval),
+        "mask_history": cfg.eval.mask_history,
+        "mask_scope": cfg.eval.mask_scope if cfg.eval.mask_history else None,
+        "max_len": cfg.data.max_len,
+        "ks": list(cfg.eval.ks),
+    }
+
+
+def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dict[str, Any] | None:
+    """Train (with early stopping / budget), reload the best checkpoint, evaluate valid+test."""
+    t_start = time.perf_counter()
+    data, model, task = build(cfg, data_dir)
+    mhash = model_hash(cfg, {"items": data.num_items})
+    ckpt = checkpoint_dir(cfg)
+    if d.main:
+        console.print(
+            f"[bold]{cfg.dataset}/{cfg.name}[/]: {cfg.model_name}, {data.num_users:,} users, "
+            f"{data.num_items:,} items, {data.stats['events']:,} events, "
+            f"{sum(p.numel() for p in model.parameters()):,} params, {cfg.train.num_threads} threads, world {d.world}"
+        )
+    state = Trainer(model, task, cfg, ckpt, mhash, d, console).fit()
+    if not d.main:
+        return None
+    if (ckpt / "best" / "state.json").is_file():
+        load_checkpoint(ckpt / "best", model, mhash)
+    metrics, by_protocol, eval_seconds = evaluate_splits(model, task)
+    return {
+        **result_fields(cfg, model, state, d, t_start, ckpt),
+        "model_hash": mhash,
+        "protocol": protocol_fields(cfg),
+        "data": {**data.stats, "path": cfg.data.path, "has_real_timestamps": data.has_real_timestamps},
+        "metrics": metrics,
+        "metrics_by_protocol": by_protocol,
+        "baselines": {"most_popular": {"test": _clean(task.popularity_metrics("test"))}},
+        "eval_seconds": round(eval_seconds / 2, 3),
+    }
+
+
+def evaluate(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    """Evaluate a saved checkpoint on valid and test with this config's protocol."""
+    data, model, task = build(cfg, data_dir)
+    load_checkpoint(checkpoint, model, model_hash(cfg, {"items": data.num_items}))
+    metrics, by_protocol, seconds = evaluate_splits(model, task)
+    return {"dataset": cfg.dataset, "model": cfg.model_name, "checkpoint": str(checkpoint),
+            "protocol": protocol_fields(cfg), "metrics": metrics, "metrics_by_protocol": by_protocol,
+            "eval_seconds": round(seconds / 2, 3)}
+
+
+register_task(
+    "sequential", run=run, evaluate=evaluate,
+    data_cls=DataConfig, train_cls=TrainConfig, eval_cls=EvalConfig,
+    doc="next-item retrieval: leave-one-out, full ranking (HR/NDCG/MRR)",
+)

@@ -1,0 +1,3 @@
+"""Imports the modules that register the built-in tasks (see ``registry.TASKS``)."""
+
+from rankstream.train import sequential  # noqa: F401  (registers "sequential")
