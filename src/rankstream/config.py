@@ -49,6 +49,8 @@ class TrainConfig:
     lr: float = 1e-3  # (float) AdamW learning rate
     weight_decay: float = 0.0  # (float) AdamW decoupled weight decay
     warmup_steps: int = 0  # (int) linear warm-up steps
+    # (str) after warm-up: constant lr, or cosine decay to 0 at max_epochs (step-based)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0  # (float) max global grad norm (0 = off)
     seed: int = 42  # (int) seeds every random draw (data order, negatives, dropout)
     num_threads: int = 2  # (int) torch intra-op threads
@@ -60,6 +62,9 @@ class TrainConfig:
     num_negatives: int = 128  # (int) sampled-softmax negatives per position
     shared_negatives: bool = False  # (bool) one negative set per batch instead of per position
     temperature: float = 0.05  # (float) logit temperature (1.0 = raw dot products)
+    # (bool) train on every max_len window of a long history instead of only the most recent
+    # one (histories longer than data.max_len otherwise contribute only their last window)
+    all_windows: bool = False
     checkpoint_dir: str = ""  # (str) where best/last checkpoints go ("" = runs/<name>)
     log_dir: str = ""  # (str) TensorBoard scalars ("" = <checkpoint_dir>/tb)
     resume: bool = False  # (bool) continue from <checkpoint_dir>/last if it exists

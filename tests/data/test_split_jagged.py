@@ -16,7 +16,7 @@ from rankstream.data.jagged import (
 )
 from rankstream.data.prepare import SequenceData
 from rankstream.data.schema import DataError
-from rankstream.data.split import leave_one_out
+from rankstream.data.split import leave_one_out, train_windows
 
 
 def make_data(seqs: list[list[int]], times: list[list[int]] | None = None) -> SequenceData:
@@ -239,3 +239,23 @@ def test_shard_union_is_batch(world: int) -> None:
     assert sorted(np.concatenate(parts).tolist()) == sorted(rows.tolist())
     assert sum(len(p) for p in parts) == len(rows)
     assert max(len(p) for p in parts) - min(len(p) for p in parts) <= 1
+
+
+@pytest.mark.parametrize("max_len", [1, 2, 4, 50])
+def test_train_windows_partition_every_target(max_len: int) -> None:
+    data = random_data(5, users=30, max_len=20)
+    view = leave_one_out(data, "train")
+    windows = train_windows(view, max_len)
+    b = train_batch(data, windows, np.arange(len(windows)), max_len)
+    assert b.targets is not None
+    for r in range(len(view)):
+        s, e = int(view.starts[r]), int(view.ends[r])
+        expected = data.items[s + 1 : e].tolist()  # every next-item target of the history
+        got = []
+        for w in np.nonzero(windows.users == view.users[r])[0][::-1]:  # oldest window first
+            got += b.targets[b.offsets[w] : b.offsets[w + 1]].tolist()
+            assert b.lengths[w] <= max_len
+        assert got == expected, (r, got, expected)
+    # with a large max_len, each history is a single window: the view itself
+    big = train_windows(view, 10_000)
+    assert np.array_equal(big.ends, view.ends) and np.array_equal(big.starts, view.starts)

@@ -176,3 +176,15 @@ def test_state_json_records_hashes(tmp_path: Path) -> None:
     state = json.loads((folder / "state.json").read_text())
     assert len(state["files"]["model.safetensors"]) == 64
     assert state["path"] == str(tmp_path)
+
+
+def test_lr_factor_warmup_then_cosine() -> None:
+    import math
+
+    from rankstream.train.loop import lr_factor
+
+    assert [lr_factor(s, 4, 100, "constant") for s in (0, 1, 3, 4, 99, 500)] == [0.25, 0.5, 1.0, 1.0, 1.0, 1.0]
+    assert lr_factor(4, 4, 104, "cosine") == 1.0
+    assert math.isclose(lr_factor(54, 4, 104, "cosine"), 0.5)
+    assert lr_factor(104, 4, 104, "cosine") == 0.0 and lr_factor(200, 4, 104, "cosine") == 0.0
+    assert lr_factor(10, 0, 0, "cosine") == 1.0  # no known length: no decay

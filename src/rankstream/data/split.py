@@ -59,3 +59,19 @@ def leave_one_out(data: SequenceData, split: Split) -> SplitView:
             "leave-one-out needs >= 3 events per user)"
         )
     return SplitView(split, users.astype(np.int64), starts[users].astype(np.int64), ends.astype(np.int64))
+
+
+def train_windows(view: SplitView, max_len: int) -> SplitView:
+    """Every ``max_len``-target window of each training history, newest first.
+
+    Training on a history of n targets normally sees only its last ``max_len`` of them (the
+    window the model reads at inference). Here a history is cut into ceil(n / max_len) windows
+    whose targets partition all n: window k ends ``k * max_len`` items before the history's
+    end. Rows stay views (same user and start, earlier ends), so batching is unchanged.
+    """
+    targets = view.ends - view.starts - 1
+    count = np.maximum(-(-targets // max_len), 1)  # ceil, at least one window per user
+    rows = np.repeat(np.arange(len(view)), count)
+    first = np.repeat(np.cumsum(count) - count, count)
+    k = np.arange(len(rows)) - first  # window index within its user, 0 = newest
+    return SplitView(view.name, view.users[rows], view.starts[rows], view.ends[rows] - k * max_len)

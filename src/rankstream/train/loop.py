@@ -11,6 +11,7 @@ as one process.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +56,27 @@ def step_seed(seed: int, epoch: int, step: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step, rank]).generate_state(1)[0])
 
 
-def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+def lr_factor(step: int, warmup: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at optimizer step ``step`` (0-based).
+
+    Linear warm-up over ``warmup`` steps, then constant or a cosine decay to 0 at ``total``.
+    Step-based (not time-based), so a resumed run follows the same schedule exactly.
+    """
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "cosine" and total > warmup:
+        progress = min((step - warmup) / (total - warmup), 1.0)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 1.0
+
+
+def make_optimizer(
+    model: torch.nn.Module, cfg: ExperimentConfig, steps_per_epoch: int = 0
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     t = cfg.train
     opt = torch.optim.AdamW(model.parameters(), lr=t.lr, weight_decay=t.weight_decay, betas=(0.9, 0.98))
-    warm = max(t.warmup_steps, 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+    warm, total = max(t.warmup_steps, 0), t.max_epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, warm, total, t.lr_schedule))
     return opt, sched
 
 
@@ -72,7 +89,7 @@ class Trainer:
         self.ckpt_dir = ckpt_dir
         self.model_hash = model_hash
         self.console = console or Console(stderr=True)
-        self.opt, self.sched = make_optimizer(model, cfg)
+        self.opt, self.sched = make_optimizer(model, cfg, len(task.batches(1)))
         self.loss_module = wrap(LossModule(model, task), d)
         self.state = FitState()
         self.writer: Any = None
@@ -129,6 +146,7 @@ class Trainer:
                 progress.update(task_id, advance=1, loss=loss_sum / n_pos, sps=sps)
             if self.writer is not None and self.state.step % 10 == 0:
                 self.writer.add_scalar("train/loss", loss.item() / self.d.world * 1.0, self.state.step)
+                self.writer.add_scalar("train/lr", self.sched.get_last_lr()[0], self.state.step)
             if deadline and broadcast_object(self.d, time.monotonic() > deadline):
                 out_of_time = True
                 break

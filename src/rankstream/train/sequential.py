@@ -27,7 +27,7 @@ from rankstream.data.jagged import (
     window_index,
 )
 from rankstream.data.prepare import SequenceData, prepare_sequences
-from rankstream.data.split import Split, SplitView, leave_one_out
+from rankstream.data.split import Split, SplitView, leave_one_out, train_windows
 from rankstream.eval.ranking import metrics_from_ranks, ranks_of_targets
 from rankstream.models.base import SequenceModel
 from rankstream.objectives.softmax import full_softmax_loss, sampled_softmax_loss
@@ -68,7 +68,9 @@ class SequentialTask:
             s: leave_one_out(self.data, s) for s in ("train", "valid", "test")
         }
         v = self.views["train"]
-        self.train_lengths = np.minimum(v.ends - v.starts - 1, self.max_len)
+        self.train_view = train_windows(v, self.max_len) if self.train_cfg.all_windows else v
+        w = self.train_view
+        self.train_lengths = np.minimum(w.ends - w.starts - 1, self.max_len)
 
     def check_model(self, model: SequenceModel) -> None:
         if model.needs_timestamps and not self.data.has_real_timestamps:
@@ -85,7 +87,7 @@ class SequentialTask:
 
     def loss(self, model: SequenceModel, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Sum of next-item losses over every position of the batch, and their count."""
-        batch = train_batch(self.data, self.views["train"], rows, self.max_len)
+        batch = train_batch(self.data, self.train_view, rows, self.max_len)
         states = encode_batch(model, batch)
         items = model.item_vectors()
         assert batch.targets is not None
