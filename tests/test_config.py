@@ -263,3 +263,15 @@ def test_early_stop_metric_must_be_a_computed_metric(tmp_path: Path, monkeypatch
     with pytest.raises(ConfigError, match="early_stop_metric"):
         cfg = load_config(write(tmp_path, BASE), overrides)
         sequential.build(cfg, tmp_path)
+
+
+def test_cli_overrides_may_follow_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rankstream import cli
+
+    seen: dict[str, list[str]] = {}
+    monkeypatch.setattr(cli, "cmd_bench", lambda a: seen.setdefault("o", a.overrides) and 0)
+    argv = ["bench", "--config", "c.yaml", "a.b=1", "--out", "o.json", "c.d=2", "e=3"]
+    assert cli.main(argv) == 0
+    assert seen["o"] == ["a.b=1", "c.d=2", "e=3"]
+    with pytest.raises(SystemExit):  # an unknown option is still an error
+        cli.main(["bench", "--config", "c.yaml", "--out", "o.json", "--nosuch"])
