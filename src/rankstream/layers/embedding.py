@@ -15,11 +15,14 @@ from rankstream.layers.jagged import positions
 class SequenceEmbedding(nn.Module):
     """E[item] * sqrt(d) + P[position], then dropout (SASRec Sec. III-B; HSTU's preprocessor).
 
-    Row 0 of the item table is padding and stays zero.
+    Positions count from the oldest item of the window (HSTU's code) or, with
+    ``from_newest``, from the newest (what SASRec's left-padded batches amount to). Row 0 of
+    the item table is padding and stays zero.
     """
 
-    def __init__(self, num_items: int, dim: int, max_len: int, dropout: float) -> None:
+    def __init__(self, num_items: int, dim: int, max_len: int, dropout: float, from_newest: bool = False) -> None:
         super().__init__()
+        self.from_newest = from_newest
         self.items = nn.Embedding(num_items + 1, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
         self.dropout = Dropout(dropout)
@@ -32,6 +35,9 @@ class SequenceEmbedding(nn.Module):
     def forward(self, ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """(T,) ids, (B+1,) offsets -> (T, d)."""
         pos = positions(offsets, ids.numel())
+        if self.from_newest:  # SASRec's left-padded layout: the newest item is position 0
+            lens = offsets[1:] - offsets[:-1]
+            pos = torch.repeat_interleave(lens, lens, output_size=ids.numel()) - 1 - pos
         return self.dropout(self.items(ids) * self.scale + self.pos(pos))
 
     def item_table(self, normalize: bool) -> torch.Tensor:

@@ -41,6 +41,7 @@ class HSTUConfig:
     time_bias: bool = True  # (bool) add the time-bucket part of rab (needs real timestamps)
     num_time_buckets: int = 128  # (int) log time buckets
     l2_norm: bool = True  # (bool) L2-normalise user states and item vectors
+    positions_from_newest: bool = False  # (bool) learned positions count from the newest item
 
 
 class HSTULayer(nn.Module):
@@ -80,7 +81,7 @@ class HSTU(nn.Module):
         self.cfg = cfg
         self.num_items = num_items
         self.needs_timestamps = cfg.time_bias
-        self.embed = SequenceEmbedding(num_items, cfg.dim, cfg.max_len, cfg.dropout)
+        self.embed = SequenceEmbedding(num_items, cfg.dim, cfg.max_len, cfg.dropout, cfg.positions_from_newest)
         self.layers = nn.ModuleList(HSTULayer(cfg) for _ in range(cfg.num_blocks))
 
     def encode(

@@ -35,6 +35,7 @@ class SASRecConfig:
     dropout: float = 0.2  # (float) dropout rate everywhere
     max_len: int = 200  # (int) longest history the position table covers
     l2_norm: bool = True  # (bool) L2-normalise user states and item vectors (HSTU-repo style)
+    positions_from_newest: bool = False  # (bool) learned positions count from the newest item
 
 
 class SASRecBlock(nn.Module):
@@ -74,7 +75,7 @@ class SASRec(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.num_items = num_items
-        self.embed = SequenceEmbedding(num_items, cfg.dim, cfg.max_len, cfg.dropout)
+        self.embed = SequenceEmbedding(num_items, cfg.dim, cfg.max_len, cfg.dropout, cfg.positions_from_newest)
         self.blocks = nn.ModuleList(SASRecBlock(cfg) for _ in range(cfg.num_blocks))
         self.final_ln = nn.LayerNorm(cfg.dim, eps=1e-8)
 
