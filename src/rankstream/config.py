@@ -40,6 +40,10 @@ class DataConfig:
     on_bad_rows: Literal["skip", "error"] = "skip"
     # (float|None) keep events with rating >= this (explicit-feedback sources only)
     min_rating: float | None = None
+    # (bool) train on every item but the test one (the HSTU repository's protocol): the
+    # validation item becomes a training target, so validation metrics are optimistic and
+    # are not used to pick a checkpoint: the weights after the last epoch are evaluated
+    train_on_valid: bool = False
 
 
 @dataclass(frozen=True)

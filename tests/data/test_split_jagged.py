@@ -94,6 +94,21 @@ def test_leave_one_out(seed: int) -> None:
             assert e == valid_pos[u]  # train history ends at the valid target
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_leave_one_out_train_on_valid(seed: int) -> None:
+    """The HSTU-repository protocol: training ends right before the test item."""
+    data = random_data(seed)
+    train = leave_one_out(data, "train", train_on_valid=True)
+    test = leave_one_out(data, "test", train_on_valid=True)
+    assert np.array_equal(test.ends, leave_one_out(data, "test").ends)  # eval views unchanged
+    test_pos = dict(zip(test.users.tolist(), test.ends.tolist(), strict=True))
+    for u, s, e in zip(train.users, train.starts, train.ends, strict=True):
+        if int(u) in test_pos:
+            assert e == test_pos[int(u)]  # includes the valid item, excludes the test item
+        else:
+            assert e - s == data.lengths[u]
+
+
 def test_leave_one_out_empty_splits_raise() -> None:
     short = make_data([[1], [2], [3]])
     for split in ("train", "valid", "test"):

@@ -36,16 +36,19 @@ class SplitView:
         return len(self.users)
 
 
-def leave_one_out(data: SequenceData, split: Split) -> SplitView:
+def leave_one_out(data: SequenceData, split: Split, train_on_valid: bool = False) -> SplitView:
     """The chronological leave-one-out view ``split`` of ``data``.
 
     Users with fewer than 3 events have no validation/test target; they train on all of
-    their events (there is nothing of theirs to leak into).
+    their events (there is nothing of theirs to leak into). ``train_on_valid`` makes the
+    training view end before the test item only (the validation item becomes a training
+    target, as in the HSTU repository's protocol); validation metrics are then optimistic.
     """
     lengths = data.lengths
     starts = data.offsets[:-1]
     if split == "train":
-        train_len = np.where(lengths >= 3, lengths - 2, lengths)
+        held_out = 1 if train_on_valid else 2
+        train_len = np.where(lengths >= 3, lengths - held_out, lengths)
         users = np.nonzero(train_len >= 2)[0]  # need an input and a next-item target
         ends = starts[users] + train_len[users]
     else:

@@ -62,7 +62,8 @@ def checkpoint_dir(cfg: ExperimentConfig) -> Path:
 
 
 def result_fields(
-    cfg: ExperimentConfig, model: torch.nn.Module, state: FitState, d: Dist, t_start: float, ckpt: Path
+    cfg: ExperimentConfig, model: torch.nn.Module, state: FitState, d: Dist, t_start: float, ckpt: Path,
+    evaluated: str = "best",
 ) -> dict[str, Any]:
     """Fields every task's result JSON carries (identity, cost, environment, history)."""
     epochs_run = len(state.history)
@@ -86,7 +87,7 @@ def result_fields(
         "torch_version": torch.__version__,
         "threads": cfg.train.num_threads,
         "world_size": d.world,
-        "checkpoint": str(ckpt / "best"),
+        "checkpoint": str(ckpt / evaluated),
         "host": platform.node(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "history": state.history,

@@ -62,10 +62,11 @@ class SequentialTask:
     train_cfg: TrainConfig
     eval_cfg: EvalConfig
     max_len: int
+    train_on_valid: bool = False
 
     def __post_init__(self) -> None:
         self.views: dict[Split, SplitView] = {
-            s: leave_one_out(self.data, s) for s in ("train", "valid", "test")
+            s: leave_one_out(self.data, s, self.train_on_valid) for s in ("train", "valid", "test")
         }
         v = self.views["train"]
         self.train_view = train_windows(v, self.max_len) if self.train_cfg.all_windows else v
@@ -176,7 +177,7 @@ def build(cfg: ExperimentConfig, data_dir: Path) -> tuple[SequenceData, torch.nn
     data = prepare_sequences(data_dir, cfg.data)
     torch.manual_seed(cfg.train.seed)
     model = MODELS.get(cfg.model_name).build(cfg.model, num_items=data.num_items)
-    task = SequentialTask(data, cfg.train, cfg.eval, cfg.data.max_len)
+    task = SequentialTask(data, cfg.train, cfg.eval, cfg.data.max_len, cfg.data.train_on_valid)
     task.check_model(model)
     return data, model, task
 
@@ -199,7 +200,8 @@ def evaluate_splits(model: torch.nn.Module, task: SequentialTask) -> tuple[dict[
 
 def protocol_fields(cfg: ExperimentConfig) -> dict[str, Any]:
     return {
-        "split": "leave-one-out (last item test, second-to-last valid)",
+        "split": "leave-one-out (last item test, second-to-last valid)"
+        + (", valid item trained on, last epoch evaluated" if cfg.data.train_on_valid else ""),
         "ranking": "full (all items, no sampled negatives)",
         "name": protocol_name(cfg.eval),
         "mask_history": cfg.eval.mask_history,
@@ -224,11 +226,12 @@ def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dic
     state = Trainer(model, task, cfg, ckpt, mhash, d, console).fit()
     if not d.main:
         return None
-    if (ckpt / "best" / "state.json").is_file():
-        load_checkpoint(ckpt / "best", model, mhash)
+    tag = "last" if cfg.data.train_on_valid else "best"  # valid is optimistic: no selection on it
+    if (ckpt / tag / "state.json").is_file():
+        load_checkpoint(ckpt / tag, model, mhash)
     metrics, by_protocol, eval_seconds = evaluate_splits(model, task)
     return {
-        **result_fields(cfg, model, state, d, t_start, ckpt),
+        **result_fields(cfg, model, state, d, t_start, ckpt, tag),
         "model_hash": mhash,
         "protocol": protocol_fields(cfg),
         "data": {**data.stats, "path": cfg.data.path, "has_real_timestamps": data.has_real_timestamps},
