@@ -224,3 +224,28 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         train=build(task.train_cls, raw.get("train") or {}, "train"),
         eval=build(task.eval_cls, raw.get("eval") or {}, "eval"),
     )
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Rebuild a typed config from its ``to_dict()`` form (e.g. a checkpoint's state.json)."""
+    from rankstream.registry import MODELS, TASKS
+
+    allowed = {"name", "dataset", "model", "data", "train", "eval"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise ConfigError(f"{source}: unknown config key '{unknown[0]}' (valid: {', '.join(sorted(allowed))})")
+    model_raw = dict(raw.get("model") or {})
+    model_name = model_raw.pop("name", None)
+    if not model_name:
+        raise ConfigError(f"{source}: model.name is missing")
+    entry = MODELS.get(model_name)
+    task = TASKS.get(entry.task)
+    return ExperimentConfig(
+        name=str(raw.get("name") or model_name),
+        dataset=str(raw.get("dataset") or ""),
+        model_name=model_name,
+        model=build(entry.config_cls, model_raw, "model"),
+        data=build(task.data_cls, raw.get("data") or {}, "data"),
+        train=build(task.train_cls, raw.get("train") or {}, "train"),
+        eval=build(task.eval_cls, raw.get("eval") or {}, "eval"),
+    )
