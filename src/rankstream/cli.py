@@ -161,7 +161,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     opts = BenchOptions(
         candidates=args.candidates, requests=args.requests, concurrency=args.concurrency,
         users=args.users, time_budget_s=args.time_budget_s, warmup=args.warmup, seed=args.seed,
-        server=_serve_options(args), server_threads=args.threads,
+        server=_serve_options(args),
     )
     result = run_bench(Path(args.checkpoint), opts, console)
     _write_json(result, Path(args.out))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,6 +27,7 @@ from fastapi import FastAPI, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -128,10 +130,31 @@ def _ranked(r: Ranked, with_scores: bool) -> Response:
     return _json(body)
 
 
+class _OrjsonRequest(Request):
+    """Request bodies parsed by orjson: ~5x faster than json on 1,000-id lists, and it
+    rejects NaN / Infinity literals (not JSON) with a JSONDecodeError, i.e. a 422."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def parse_with_orjson(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return parse_with_orjson
+
+
 def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
     """The FastAPI app around ``service`` (with the metrics / body-limit middleware)."""
     app = FastAPI(title="rankstream", version="0.1.0",
                   description="AIF-style ranking service for rankstream sequence models.")
+    app.router.route_class = _OrjsonRoute
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server has a key")
 
     async def auth(key: str | None = Security(header)) -> None:

@@ -43,11 +43,13 @@ class UserTower(nn.Module):
         super().__init__()
         self.model = model
         self.n = n
+        self.offsets: torch.Tensor
         self.register_buffer("offsets", torch.tensor([0, n], dtype=torch.int64), persistent=False)
 
     def forward(self, ids: torch.Tensor, last: torch.Tensor, times: torch.Tensor | None = None,
                 next_times: torch.Tensor | None = None) -> torch.Tensor:
-        states: torch.Tensor = self.model.encode(ids, self.offsets, self.n, times, next_times)
+        model: SequenceModel = self.model  # type: ignore[assignment]
+        states = model.encode(ids, self.offsets, self.n, times, next_times)
         return states.index_select(0, last)
 
 

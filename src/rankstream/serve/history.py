@@ -32,14 +32,29 @@ class History:
 
 
 class _IdMap:
-    """Original id -> row, vectorised (``rows[i]`` is the row of ``ids[i]``, -1 if unknown)."""
+    """Original id -> row, vectorised (``rows[i]`` is the row of ``ids[i]``, -1 if unknown).
+
+    Small non-negative ids (the usual case) use a dense lookup table; others binary search.
+    """
+
+    DENSE_LIMIT = 1 << 22  # largest id span served by the table (4M int64 = 32 MiB)
 
     def __init__(self, ids: np.ndarray, first_row: int) -> None:
         self.order = np.argsort(ids, kind="stable")
         self.sorted = ids[self.order]
         self.first_row = first_row
+        self.dense: np.ndarray | None = None
+        if len(ids) and ids.min() >= 0 and ids.max() < max(self.DENSE_LIMIT, 8 * len(ids)):
+            self.dense = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
+            self.dense[ids] = np.arange(len(ids)) + first_row
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
+        if self.dense is not None:
+            inside = (ids >= 0) & (ids < len(self.dense))
+            if inside.all():
+                out: np.ndarray = self.dense[ids]
+                return out
+            return np.where(inside, self.dense[np.where(inside, ids, 0)], -1)
         pos = np.searchsorted(self.sorted, ids)
         pos_c = np.minimum(pos, len(self.sorted) - 1)
         found = (pos < len(self.sorted)) & (self.sorted[pos_c] == ids)

@@ -11,6 +11,7 @@ The middleware is plain ASGI (no per-request task or copy) and also enforces the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -62,7 +63,7 @@ class ServeMetrics:
 
 
 async def _plain(send: Send, status: int, text: str) -> None:
-    body = ('{"detail": "%s"}' % text).encode()
+    body = json.dumps({"detail": text}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
@@ -88,9 +89,9 @@ class Instrument:
             await send(msg)
 
         try:
-            receive = await self._limit(scope, receive, send_)
-            if receive is not None:
-                await self.app(scope, receive, send_)
+            checked = await self._limit(scope, receive, send_)
+            if checked is not None:
+                await self.app(scope, checked, send_)
         finally:
             self.metrics.requests.labels(endpoint, str(status[0])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
@@ -113,11 +114,12 @@ class Instrument:
             return receive
         if scope["method"] in ("GET", "HEAD"):
             return receive
-        chunks, size, more = [], 0, True  # chunked upload: read it all, within the limit
+        chunks: list[bytes] = []  # chunked upload: read it all, within the limit
+        size, more = 0, True
         while more:
             msg = await receive()
-            if msg["type"] != "http.request":
-                return receive if not chunks else None
+            if msg["type"] != "http.request":  # the client went away
+                return None
             chunks.append(msg.get("body", b""))
             size += len(chunks[-1])
             more = msg.get("more_body", False)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from rankstream.serve.cache import (
+    ItemTables,
     LocalItemTables,
     LocalUserCache,
     RedisItemTables,
@@ -46,6 +47,7 @@ def build_service(checkpoint: Path, opts: ServeOptions) -> RankingService:
     torch.set_num_threads(opts.threads)
     torch.set_flush_denormal(True)
     users: UserCache
+    tables: ItemTables
     if opts.redis_url:
         try:
             client = redis_client(opts.redis_url)

@@ -100,17 +100,16 @@ class RankingService:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- inputs --------------------------------------------------------------------------
-    def candidate_rows(self, v: ModelVersion, ids: list[int]) -> np.ndarray:
-        arr = np.asarray(ids, dtype=np.int64)
-        rows = v.store.item_rows(arr)
+    def candidate_rows(self, v: ModelVersion, ids: np.ndarray) -> np.ndarray:
+        rows = v.store.item_rows(ids)
         if (rows < 0).any():
-            raise _unknown(arr, rows, "item")
+            raise _unknown(ids, rows, "item")
         return rows
 
     def resolve(self, v: ModelVersion, q: UserQuery) -> tuple[str, History | None]:
         """(cache key, history or None for the popularity cold start) of a user query."""
         recent = np.asarray(q.recent_items, dtype=np.int64)
-        recent_rows = self.candidate_rows(v, list(q.recent_items)) if len(recent) else recent
+        recent_rows = self.candidate_rows(v, recent) if len(recent) else recent
         row = v.store.user_row(q.user_id)
         if row < 0 and q.unknown_user == "error":
             raise ServeError(404, f"unknown user id {q.user_id} (unknown_user='error')")
@@ -178,9 +177,9 @@ class RankingService:
 
     async def rank(self, q: UserQuery, candidates: list[int], k: int, naive: bool = False) -> Ranked:
         v = self.current
-        rows = self.candidate_rows(v, candidates)
-        key, history = self.resolve(v, q)
         ids = np.asarray(candidates, dtype=np.int64)
+        rows = self.candidate_rows(v, ids)
+        key, history = self.resolve(v, q)
         if history is None:
             self.metrics.user_lookup("cold_start")
             return self._finish(v, "cold_start", v.store.popularity[rows], ids, k)

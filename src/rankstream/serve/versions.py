@@ -83,6 +83,21 @@ def load_store(cfg: ExperimentConfig, state: dict[str, Any], data_dir: Path | No
         raise CheckpointError(f"cannot load the data this checkpoint was trained on: {e}") from None
 
 
+def _config(folder: Path, state: dict[str, Any]) -> ExperimentConfig:
+    if "config" not in state or "model_hash" not in state:
+        raise CheckpointError(f"{folder}/state.json has no config / model_hash: not a rankstream checkpoint")
+    try:
+        return config_from_dict(state["config"], f"{folder}/state.json")
+    except (ConfigError, RegistryError) as e:
+        raise CheckpointError(f"checkpoint {folder}: {e}") from None
+
+
+def load_data(folder: Path, data_dir: Path | None = None) -> SequenceData:
+    """Only the prepared data of a checkpoint (e.g. for a load generator's ids)."""
+    state = read_state(folder)
+    return load_store(_config(folder, state), state, data_dir)
+
+
 def _check_data(folder: Path, cfg: ExperimentConfig, state: dict[str, Any], data: SequenceData) -> None:
     mhash = model_hash(cfg, {"items": data.num_items})
     if state.get("model_hash") != mhash:
@@ -98,13 +113,8 @@ def _check_data(folder: Path, cfg: ExperimentConfig, state: dict[str, Any], data
 def build_model(folder: Path, data_dir: Path | None) -> tuple[torch.nn.Module, ExperimentConfig, dict[str, Any], SequenceData]:
     """Rebuild, check and load the model of a checkpoint folder."""
     state = read_state(folder)
-    if "config" not in state or "model_hash" not in state:
-        raise CheckpointError(f"{folder}/state.json has no config / model_hash: not a rankstream checkpoint")
-    try:
-        cfg = config_from_dict(state["config"], f"{folder}/state.json")
-        entry = MODELS.get(cfg.model_name)
-    except (ConfigError, RegistryError) as e:
-        raise CheckpointError(f"checkpoint {folder}: {e}") from None
+    cfg = _config(folder, state)
+    entry = MODELS.get(cfg.model_name)
     if entry.task != "sequential":
         raise CheckpointError(
             f"checkpoint {folder}: model '{cfg.model_name}' has task '{entry.task}'; the server "
