@@ -101,16 +101,16 @@ def test_non_finite_scores_are_a_422_and_unknown_items_named() -> None:
     try:
         for naive in (False, True):
             with pytest.raises(ServeError) as e:
-                asyncio.run(svc.rank(UserQuery(100), [5, 7], 2, naive=naive))
+                asyncio.run(svc.rank(UserQuery(100), np.array([5, 7]), 2, naive=naive))
             assert e.value.status == 422 and "non-finite" in e.value.message
         with pytest.raises(ServeError) as e:
-            asyncio.run(svc.rank(UserQuery(100), [5, 8, 8, 6], 2))
+            asyncio.run(svc.rank(UserQuery(100), np.array([5, 8, 8, 6]), 2))
         assert e.value.status == 422 and "6, 8" in e.value.message
         with pytest.raises(ServeError) as e:
             asyncio.run(svc.retrieve(UserQuery(100), 2, True))
         assert e.value.status == 409
         # cold start does not touch the model: popularity scores, finite
-        r = asyncio.run(svc.rank(UserQuery(999), [5, 7, 9], 2))
+        r = asyncio.run(svc.rank(UserQuery(999), np.array([5, 7, 9]), 2))
         assert r.user_state == "cold_start" and r.top_items.tolist() == [5, 7]
     finally:
         svc.close()

@@ -175,9 +175,9 @@ class RankingService:
         best = top_k(scores, k)
         return Ranked(v.version, how, scores, ids[best], scores[best])
 
-    async def rank(self, q: UserQuery, candidates: list[int], k: int, naive: bool = False) -> Ranked:
+    async def rank(self, q: UserQuery, ids: np.ndarray, k: int, naive: bool = False) -> Ranked:
+        """Scores of candidate (original) ``ids`` and their top-k."""
         v = self.current
-        ids = np.asarray(candidates, dtype=np.int64)
         rows = self.candidate_rows(v, ids)
         key, history = self.resolve(v, q)
         if history is None:
@@ -187,7 +187,7 @@ class RankingService:
             return self._finish(v, "computed", v.scorer.score_naive(history, rows), ids, k)
         state, how = await self.user_state(v, key, history)
         self.metrics.user_lookup(how)
-        return self._finish(v, how, v.scorer.score(state, v.items[rows]), ids, k)
+        return self._finish(v, how, v.scorer.score(state, np.take(v.items, rows, axis=0)), ids, k)
 
     async def retrieve(self, q: UserQuery, k: int, exclude_history: bool) -> Ranked:
         """Top-k of the whole catalogue: faiss inner product over the item vectors."""
