@@ -69,6 +69,13 @@ async def _plain(send: Send, status: int, text: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _drain(receive: Receive) -> None:
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request" or not msg.get("more_body", False):
+            return
+
+
 class Instrument:
     """ASGI middleware: request counts and latency per endpoint; 413 above ``max_body`` bytes."""
 
@@ -109,6 +116,8 @@ class Instrument:
                 await _plain(send, 400, "bad Content-Length")
                 return None
             if int(length) > self.max_body:
+                if int(length) <= 16 * self.max_body:  # read it first, so the client sees the 413
+                    await _drain(receive)
                 await _plain(send, 413, f"request body over {self.max_body} bytes")
                 return None
             return receive
