@@ -167,7 +167,7 @@ class _OrjsonRoute(APIRoute):
 
 def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
     """The FastAPI app around ``service`` (with the metrics / body-limit middleware)."""
-    app = FastAPI(title="rankstream", version="0.1.0",
+    app = FastAPI(title="rankstream", version="0.1.0", redoc_url=None,
                   description="AIF-style ranking service for rankstream sequence models.")
     app.router.route_class = _OrjsonRoute
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server has a key")
@@ -195,6 +195,13 @@ def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
         log.exception("unhandled error on %s", request.url.path)
         return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
 
+    # the hot path first: Starlette tries routes in order
+    @app.post("/v1/rank", dependencies=guard, response_model=RankResponse, responses=ERRORS)
+    async def rank(req: RankRequest) -> Response:
+        ids = int64_ids(req.candidates, "candidates")
+        r = await service.rank(req.query(), ids, req.k, naive=req.mode == "naive")
+        return _ranked(r, with_scores=True)
+
     @app.get("/health", response_model=Health)
     async def health() -> Response:
         v = service.current
@@ -212,12 +219,6 @@ def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
     @app.post("/v1/users/prepare", dependencies=guard, status_code=202, response_model=PrepareResponse, responses=ERRORS)
     async def prepare(req: PrepareRequest) -> Response:
         return _json(await service.prepare(req.query(), req.wait), 202)
-
-    @app.post("/v1/rank", dependencies=guard, response_model=RankResponse, responses=ERRORS)
-    async def rank(req: RankRequest) -> Response:
-        ids = int64_ids(req.candidates, "candidates")
-        r = await service.rank(req.query(), ids, req.k, naive=req.mode == "naive")
-        return _ranked(r, with_scores=True)
 
     @app.post("/v1/retrieve", dependencies=guard, response_model=RetrieveResponse, responses=ERRORS)
     async def retrieve(req: RetrieveRequest) -> Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ def run_server(checkpoint: Path, opts: ServeOptions) -> None:
 
     service = build_service(checkpoint, opts)
     app = create_app(service, opts.api_key)
+    gc.collect()
+    gc.freeze()  # the model, data and libraries are long-lived: keep them out of every GC pass
     v = service.current
     log.info("serving %s (%s runtime, %d items, %d users) on http://%s:%d", v.version, opts.runtime,
              v.store.num_items, v.store.num_users, opts.host, opts.port)
