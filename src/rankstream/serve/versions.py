@@ -166,8 +166,9 @@ def load_version(path: Path, data_dir: Path | None = None, runtime: Runtime = "t
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
-    weights = state.get("files", {}).get("model.safetensors", "")
-    version = f"{cfg.model_name}-{state['model_hash']}-{weights[:8] or hashlib.sha256(str(folder).encode()).hexdigest()[:8]}"
+    weights = (state.get("files", {}).get("model.safetensors")
+               or hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
+    version = f"{cfg.model_name}-{state['model_hash']}-{weights[:8]}"
     n = cfg.data.max_len
     exports = export_dir or Path(tempfile.mkdtemp(prefix="rankstream-export-"))
     try:
