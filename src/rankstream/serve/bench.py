@@ -10,7 +10,8 @@
    untimed calls;
 4. naive phase: the same with ``mode=naive`` (history encoded and item vectors computed on
    every request);
-5. percentiles, throughput, status counts and the server's own metrics into one JSON.
+5. percentiles (end to end, as the client sees them; and ``server_side``, the server's own
+   time from its Server-Timing header), throughput, status counts and the server's metrics.
 Every phase is bounded by a request count and a time budget.
 """
 
@@ -93,7 +94,11 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     ok = status // 100 == 2
     pct = (lambda q: round(float(np.percentile(lat, q)), 3)) if len(lat) else (lambda q: float("nan"))
     codes, counts = np.unique(status, return_counts=True)
+    srv = np.asarray(raw.get("server_ms", []), dtype=np.float64)
+    srv = srv[np.isfinite(srv)]
+    server = {f"p{q}_ms": round(float(np.percentile(srv, q)), 3) for q in (50, 95, 99)} if len(srv) else {}
     return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "max_ms": round(float(lat.max()), 3) if len(lat) else None,
+            "server_side": server,
             "mean_ms": round(float(lat.mean()), 3) if len(lat) else None,
             "rps": round(float(ok.sum()) / max(raw["seconds"], 1e-9), 1), "requests": int(len(lat)),
             "requested": raw["requested"], "seconds": round(raw["seconds"], 3),

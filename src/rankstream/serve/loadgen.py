@@ -4,7 +4,8 @@
 endpoint, the request bodies to build (users, candidate pools) and the bounds (request count,
 time budget). ``concurrency`` threads each keep one persistent HTTP/1.1 connection
 (a socket; responses parsed by httptools) and send the next request as soon as the previous answer is read; every
-request's latency (send to last byte read) and status are written to OUT.json. Bodies are
+request's latency (send to last byte read), status and the server's own time (its
+``Server-Timing`` header) are written to OUT.json. Bodies are
 built before the clock starts, so the generator spends its time on the wire, not in JSON.
 """
 
@@ -52,9 +53,14 @@ class _Client:
         self.host, self.port = host, port
         self.sock: socket.socket | None = None
         self.complete = False
+        self.server_ms = float("nan")  # the server's own time (Server-Timing header)
 
-    def on_message_complete(self) -> None:  # httptools callback
+    def on_message_complete(self) -> None:  # httptools callbacks
         self.complete = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"server-timing" and value.startswith(b"app;dur="):
+            self.server_ms = float(value[8:])
 
     def send(self, request: bytes) -> int:
         """Status of one request; 0 = connection error (reconnects on the next call)."""
@@ -64,7 +70,7 @@ class _Client:
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self.sock.sendall(request)
             parser = httptools.HttpResponseParser(self)
-            self.complete = False
+            self.complete, self.server_ms = False, float("nan")
             while not self.complete:
                 data = self.sock.recv(1 << 16)
                 if not data:
@@ -101,6 +107,7 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
     for i in range(warm):
         clients[i % conc].send(requests[i % len(requests)])
     lat = np.zeros(total, dtype=np.float64)
+    server = np.full(total, np.nan, dtype=np.float64)
     status = np.zeros(total, dtype=np.int32)
     counter = itertools.count()
     deadline = time.monotonic() + float(plan["time_budget_s"])
@@ -114,6 +121,7 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
             t0 = time.perf_counter()
             status[i] = client.send(request)
             lat[i] = (time.perf_counter() - t0) * 1e3
+            server[i] = client.server_ms
 
     threads = [threading.Thread(target=worker, args=(c,), daemon=True) for c in clients]
     gc.collect()
@@ -128,7 +136,8 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
     for c in clients:
         c.close()
     done = int(np.count_nonzero(lat))
-    return {"latency_ms": lat[:done].tolist(), "status": status[:done].tolist(), "seconds": seconds,
+    return {"latency_ms": lat[:done].tolist(), "server_ms": server[:done].tolist(),
+            "status": status[:done].tolist(), "seconds": seconds,
             "requested": total, "completed": done}
 
 

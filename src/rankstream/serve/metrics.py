@@ -77,7 +77,8 @@ async def _drain(receive: Receive) -> None:
 
 
 class Instrument:
-    """ASGI middleware: request counts and latency per endpoint; 413 above ``max_body`` bytes."""
+    """ASGI middleware: request counts and latency per endpoint, the server's own time in a
+    ``Server-Timing: app;dur=<ms>`` header, and 400/413/415 for bad bodies."""
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes: set[str], max_body: int) -> None:
         self.app, self.metrics, self.routes, self.max_body = app, metrics, routes, max_body
@@ -93,6 +94,8 @@ class Instrument:
         async def send_(msg: Message) -> None:
             if msg["type"] == "http.response.start":
                 status[0] = msg["status"]
+                dur = f"app;dur={(time.perf_counter() - t0) * 1e3:.3f}".encode()
+                msg["headers"] = [*msg.get("headers", []), (b"server-timing", dur)]
             await send(msg)
 
         try:
