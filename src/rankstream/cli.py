@@ -190,7 +190,7 @@ def bench_serve_parser() -> argparse.ArgumentParser:
     q.add_argument("--candidates", type=int, default=1000, help="candidates per rank request")
     q.add_argument("--requests", type=int, default=10000, help="timed requests per path")
     q.add_argument("--out", required=True, help="result JSON")
-    q.add_argument("--concurrency", type=int, default=2, help="concurrent client connections")
+    q.add_argument("--concurrency", type=int, default=1, help="concurrent keep-alive client connections (closed loop)")
     q.add_argument("--users", type=int, default=1000, help="distinct users the requests cycle through")
     q.add_argument("--time-budget-s", type=float, default=300.0, help="upper bound per timed phase")
     q.add_argument("--warmup", type=int, default=200, help="untimed requests before each phase")

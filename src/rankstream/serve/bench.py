@@ -41,7 +41,7 @@ from rankstream.serve.server import ServeOptions
 class BenchOptions:
     candidates: int = 1000
     requests: int = 10000  # timed requests per path
-    concurrency: int = 2
+    concurrency: int = 1
     users: int = 1000
     time_budget_s: float = 300.0  # per timed phase
     warmup: int = 200
