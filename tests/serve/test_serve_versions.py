@@ -93,3 +93,20 @@ def test_refused_checkpoint_at_start_is_one_line(ckpts: Checkpoints, tmp_path: P
         assert main(["serve", str(path), "--port", "1"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and needle in err[0], err
+
+
+def test_checkpoints_from_before_serving_still_load(ckpts: Checkpoints, tmp_path: Path) -> None:
+    """state.json without the serving facts (sizes, data_source, item_ids_sha256) loads with
+    the data found through --data-dir, checked by the model hash alone."""
+    from rankstream.serve.versions import load_version
+    from rankstream.train.checkpoint import CheckpointError
+
+    old = shutil.copytree(ckpts.hstu, tmp_path / "old")
+    state = json.loads((old / "state.json").read_text())
+    for key in ("sizes", "data_source", "item_ids_sha256"):
+        del state[key]
+    (old / "state.json").write_text(json.dumps(state))
+    v = load_version(old, data_dir=ckpts.data.parent)
+    assert v.info["items"] == 150 and v.version.startswith("hstu-")
+    with pytest.raises(CheckpointError, match="data not found"):
+        load_version(old, data_dir=tmp_path / "nowhere")
