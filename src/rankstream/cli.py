@@ -6,6 +6,9 @@
     rankstream eval         --config C --checkpoint DIR [--data-dir D] [key=value ...]
     rankstream bench        --config C [--data-dir D] --out R.json [key=value ...]
     rankstream report       RESULT.json|DIR ... [--out DIR]
+    rankstream serve        CHECKPOINT [--host H] [--port N] [--api-key K] [--runtime R] ...
+    rankstream bench serve  --checkpoint CKPT --candidates 1000 --requests 10000 --out OUT.json
+    rankstream export       CHECKPOINT --format onnx|torch_export --out DIR
 
 Expected errors (bad config, bad data, unknown names, wrong checkpoint) print one line and
 exit with status 2; a traceback means a bug.
@@ -126,6 +129,77 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_options(args: argparse.Namespace) -> Any:
+    from rankstream.serve.server import ServeOptions
+
+    return ServeOptions(
+        host=args.host, port=args.port, api_key=args.api_key or os.environ.get("RANKSTREAM_API_KEY") or None,
+        data_dir=Path(args.data_dir) if args.data_dir else None, runtime=args.runtime, threads=args.threads,
+        user_ttl_s=args.user_ttl_s, redis_url=args.redis_url,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rankstream.serve.server import run_server
+
+    run_server(Path(args.checkpoint), _serve_options(args))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from rankstream.serve.versions import export_checkpoint
+
+    info = export_checkpoint(Path(args.checkpoint), args.format, Path(args.out),
+                             Path(args.data_dir) if args.data_dir else None)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def cmd_bench_serve(args: argparse.Namespace) -> int:
+    from rankstream.serve.bench import BenchOptions, run_bench
+
+    opts = BenchOptions(
+        candidates=args.candidates, requests=args.requests, concurrency=args.concurrency,
+        users=args.users, time_budget_s=args.time_budget_s, warmup=args.warmup, seed=args.seed,
+        server=_serve_options(args),
+    )
+    result = run_bench(Path(args.checkpoint), opts, console)
+    _write_json(result, Path(args.out))
+    console.print(f"wrote {args.out}")
+    return 0
+
+
+def _server_args(q: argparse.ArgumentParser, port: int) -> None:
+    q.add_argument("--host", default="127.0.0.1", help="bind address (default loopback only)")
+    q.add_argument("--port", type=int, default=port)
+    q.add_argument("--api-key", default=None, help="require X-API-Key (or set $RANKSTREAM_API_KEY)")
+    q.add_argument("--data-dir", default=None, help="data directory of the checkpoint's dataset "
+                   "(default: $RANKSTREAM_DATA, else the path recorded in the checkpoint, else ./data)")
+    q.add_argument("--runtime", default="torch", choices=["torch", "onnx", "torch_export"],
+                   help="user-side encoder: eager PyTorch, ONNX Runtime or torch.export")
+    q.add_argument("--threads", type=int, default=1, help="torch / ONNX Runtime threads in the server")
+    q.add_argument("--user-ttl-s", type=float, default=300.0, help="user-state cache TTL (seconds)")
+    q.add_argument("--redis-url", default=None, help="redis://host:port/db for shared user/item caches")
+
+
+def bench_serve_parser() -> argparse.ArgumentParser:
+    """`rankstream bench serve ...` (parsed apart so that `bench --config` stays as it is)."""
+    q = argparse.ArgumentParser(prog="rankstream bench serve",
+                                description="load-test the real server: AIF path vs naive path")
+    q.add_argument("--checkpoint", required=True, help="checkpoint folder written by train/bench")
+    q.add_argument("--candidates", type=int, default=1000, help="candidates per rank request")
+    q.add_argument("--requests", type=int, default=10000, help="timed requests per path")
+    q.add_argument("--out", required=True, help="result JSON")
+    q.add_argument("--concurrency", type=int, default=1, help="concurrent keep-alive client connections (closed loop)")
+    q.add_argument("--users", type=int, default=1000, help="distinct users the requests cycle through")
+    q.add_argument("--time-budget-s", type=float, default=300.0, help="upper bound per timed phase")
+    q.add_argument("--warmup", type=int, default=200, help="untimed requests before each phase")
+    q.add_argument("--seed", type=int, default=0)
+    _server_args(q, port=0)
+    q.set_defaults(fn=cmd_bench_serve)
+    return q
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankstream", description="From event log to served score.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -142,7 +216,7 @@ def parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="data preparation").add_subparsers(dest="data_cmd", required=True)
     exp("prepare", cmd_prepare, "load, filter, remap and cache a dataset", data)
     exp("train", cmd_train, "train a model and evaluate its best checkpoint").add_argument("--out", default=None)
-    exp("bench", cmd_bench, "train + evaluate and write a result JSON").add_argument("--out", required=True)
+    exp("bench", cmd_bench, "train + evaluate and write a result JSON ('bench serve': load-test a server)").add_argument("--out", required=True)
     ev = exp("eval", cmd_eval, "evaluate a checkpoint on valid and test")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--out", default=None)
@@ -150,18 +224,32 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+")
     rep.add_argument("--out", default="results/report")
     rep.set_defaults(fn=cmd_report)
+    srv = sub.add_parser("serve", help="serve a checkpoint over HTTP until stopped")
+    srv.add_argument("checkpoint", help="checkpoint folder (or a run folder holding best/)")
+    _server_args(srv, port=8000)
+    srv.set_defaults(fn=cmd_serve)
+    ex = sub.add_parser("export", help="export a checkpoint's user tower (ONNX / torch.export) with a parity check")
+    ex.add_argument("checkpoint")
+    ex.add_argument("--format", required=True, choices=["onnx", "torch_export"])
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--data-dir", default=None)
+    ex.set_defaults(fn=cmd_export)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    p = parser()
-    args, extra = p.parse_known_args(argv)
-    # key=value overrides may also come after options (``--out X.json train.lr=0.1``)
-    if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides = [*args.overrides, *extra]
-    elif extra:
-        p.error(f"unrecognized arguments: {' '.join(extra)}")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "serve"]:
+        args = bench_serve_parser().parse_args(argv[2:])
+    else:
+        p = parser()
+        args, extra = p.parse_known_args(argv)
+        # key=value overrides may also come after options (``--out X.json train.lr=0.1``)
+        if extra and hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = [*args.overrides, *extra]
+        elif extra:
+            p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         code: int = args.fn(args)
         return code

@@ -204,9 +204,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """Read a YAML experiment config, apply overrides, and build the typed objects."""
-    from rankstream.registry import MODELS, TASKS
+    """Read a YAML experiment config, apply overrides, and build the typed objects.
 
+    ``name`` and ``dataset`` default to the file's stem and folder (configs/<dataset>/<name>.yaml).
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -214,6 +215,15 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: top level must be a mapping")
     raw = apply_overrides(raw, overrides or [])
+    raw.setdefault("name", p.stem)
+    raw.setdefault("dataset", p.parent.name)
+    return config_from_dict(raw, str(p))
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "<dict>") -> ExperimentConfig:
+    """Build the typed config from a mapping: a loaded YAML or a ``to_dict()`` (state.json)."""
+    from rankstream.registry import MODELS, TASKS
+
     allowed = {"name", "dataset", "model", "data", "train", "eval"}
     for key in raw:
         if key not in allowed:
@@ -221,12 +231,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     model_raw = dict(raw.get("model") or {})
     model_name = model_raw.pop("name", None)
     if not model_name:
-        raise ConfigError(f"{p}: model.name is required (known: {', '.join(MODELS.names())})")
+        raise ConfigError(f"{source}: model.name is required (known: {', '.join(MODELS.names())})")
     entry = MODELS.get(model_name)
     task = TASKS.get(entry.task)
     return ExperimentConfig(
-        name=str(raw.get("name") or p.stem),
-        dataset=str(raw.get("dataset") or p.parent.name),
+        name=str(raw.get("name") or model_name),
+        dataset=str(raw.get("dataset") or ""),
         model_name=model_name,
         model=build(entry.config_cls, model_raw, "model"),
         data=build(task.data_cls, raw.get("data") or {}, "data"),

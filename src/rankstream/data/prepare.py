@@ -55,6 +55,11 @@ class SequenceData:
         return np.diff(self.offsets)
 
 
+def item_ids_digest(item_ids: np.ndarray) -> str:
+    """Fingerprint of an item id map (original id of each remapped item), e.g. for checkpoints."""
+    return hashlib.sha256(np.ascontiguousarray(item_ids, dtype=np.int64).tobytes()).hexdigest()[:16]
+
+
 def k_core(events: pl.DataFrame, min_user: int, min_item: int) -> pl.DataFrame:
     """Drop users with < min_user and items with < min_item events, until stable."""
     if min_user <= 1 and min_item <= 1:
@@ -207,4 +212,4 @@ def prepare_sequences(data_dir: Path, cfg: DataConfig, use_cache: bool = True) -
     return seq
 
 
-__all__ = ["SequenceData", "k_core", "to_sequences", "prepare_sequences", "Rejected"]
+__all__ = ["SequenceData", "item_ids_digest", "k_core", "to_sequences", "prepare_sequences", "Rejected"]

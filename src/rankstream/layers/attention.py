@@ -28,8 +28,11 @@ class JaggedLayout:
     index: torch.Tensor
 
     @staticmethod
-    def of(offsets: torch.Tensor, max_len: int) -> JaggedLayout:
-        return JaggedLayout(offsets, max_len, padded_index(offsets, max_len, int(offsets[-1])))
+    def of(offsets: torch.Tensor, max_len: int, total: int | None = None) -> JaggedLayout:
+        """``total`` (the number of tokens, e.g. ``ids.numel()``) saves reading ``offsets[-1]``
+        back from the device and keeps the layout traceable by ``torch.export``."""
+        total = int(offsets[-1]) if total is None else total
+        return JaggedLayout(offsets, max_len, padded_index(offsets, max_len, total))
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         return to_padded(x, self.offsets, self.max_len, self.index)

@@ -92,7 +92,7 @@ class HSTU(nn.Module):
         times: torch.Tensor | None = None,
         next_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        layout = JaggedLayout.of(offsets, max_len)
+        layout = JaggedLayout.of(offsets, max_len, ids.numel())
         q_times = k_times = None
         if self.cfg.time_bias:
             if times is None or next_times is None:

@@ -87,7 +87,7 @@ class SASRec(nn.Module):
         times: torch.Tensor | None = None,
         next_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        layout = JaggedLayout.of(offsets, max_len)
+        layout = JaggedLayout.of(offsets, max_len, ids.numel())
         x = self.embed(ids, offsets)  # (T, d)
         for block in self.blocks:
             x = block(x, layout)

@@ -84,8 +84,10 @@ class Trainer:
     """Runs ``fit`` for one model and task; owns the optimizer, logging and checkpoints."""
 
     def __init__(self, model: torch.nn.Module, task: Task, cfg: ExperimentConfig, ckpt_dir: Path,
-                 model_hash: str, d: Dist, console: Console | None = None) -> None:
+                 model_hash: str, d: Dist, console: Console | None = None,
+                 extra_state: dict[str, Any] | None = None) -> None:
         self.model, self.task, self.cfg, self.d = model, task, cfg, d
+        self.extra_state = dict(extra_state or {})  # task facts saved in state.json (e.g. sizes)
         self.ckpt_dir = ckpt_dir
         self.model_hash = model_hash
         self.console = console or Console(stderr=True)
@@ -99,7 +101,8 @@ class Trainer:
         if not self.d.main:
             return
         st = {**self.state.__dict__, "model_hash": self.model_hash, "model_name": self.cfg.model_name,
-              "config": self.cfg.to_dict(), "sched_step": self.sched.last_epoch, "tag": tag}
+              "config": self.cfg.to_dict(), "sched_step": self.sched.last_epoch, "tag": tag,
+              **self.extra_state}
         save_checkpoint(self.ckpt_dir / tag, self.model, st, self.opt if with_optimizer else None)
 
     def _resume(self) -> None:

@@ -26,7 +26,7 @@ from rankstream.data.jagged import (
     train_batch,
     window_index,
 )
-from rankstream.data.prepare import SequenceData, prepare_sequences
+from rankstream.data.prepare import SequenceData, item_ids_digest, prepare_sequences, resolve_source
 from rankstream.data.split import Split, SplitView, leave_one_out, train_windows
 from rankstream.eval.ranking import metrics_from_ranks, ranks_of_targets
 from rankstream.models.base import SequenceModel
@@ -211,6 +211,15 @@ def protocol_fields(cfg: ExperimentConfig) -> dict[str, Any]:
     }
 
 
+def checkpoint_facts(data: SequenceData, data_dir: Path, cfg: ExperimentConfig) -> dict[str, Any]:
+    """What a server needs beyond the config to rebuild and check the model (state.json)."""
+    return {
+        "sizes": {"items": data.num_items, "users": data.num_users},
+        "data_source": str(resolve_source(data_dir, cfg.data).resolve()),
+        "item_ids_sha256": item_ids_digest(data.item_ids),
+    }
+
+
 def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dict[str, Any] | None:
     """Train (with early stopping / budget), reload the best checkpoint, evaluate valid+test."""
     t_start = time.perf_counter()
@@ -223,7 +232,7 @@ def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dic
             f"{data.num_items:,} items, {data.stats['events']:,} events, "
             f"{sum(p.numel() for p in model.parameters()):,} params, {cfg.train.num_threads} threads, world {d.world}"
         )
-    state = Trainer(model, task, cfg, ckpt, mhash, d, console).fit()
+    state = Trainer(model, task, cfg, ckpt, mhash, d, console, checkpoint_facts(data, data_dir, cfg)).fit()
     if not d.main:
         return None
     tag = "last" if cfg.data.train_on_valid else "best"  # valid is optimistic: no selection on it
