@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -141,7 +142,7 @@ def _cascade_columns(rng: np.random.Generator, t: np.ndarray, pay: np.ndarray, r
     n, u, i = len(t), w["u"], w["i"]
     t0 = start_timestamp(CASCADE_START)
     as_list = lambda x: pl.Series(x + t0).cast(pl.Utf8).map_elements(lambda s: f"[{s}]", return_dtype=pl.Utf8)  # noqa: E731
-    times = [pl.Series(t + t0).cast(pl.Utf8),
+    times: list[Any] = [pl.Series(t + t0).cast(pl.Utf8),
              pl.when(pl.Series(pay) >= 0).then(as_list(pay)).otherwise(pl.lit("[]")),
              pl.when(pl.Series(ref) >= 0).then(as_list(ref)).otherwise(pl.lit("[]"))]
     leaf = w["cat"][i] * 8 + (i % 8)
@@ -158,7 +159,7 @@ def _cascade_columns(rng: np.random.Generator, t: np.ndarray, pay: np.ndarray, r
         if k in (2, 4, 12, 17, 20):
             cols.append(s.alias(f"c{k + 3}"))  # plain integers
         elif k == 10:
-            cols.append(s.map_elements(lambda v: f"['lc{v}', 'alt']", return_dtype=pl.Utf8).alias(f"c{k + 3}"))  # a list literal: first element used
+            cols.append(s.str.replace(r"^(.*)$", "['lc$1', 'alt']").alias(f"c{k + 3}"))  # a list literal: first element used
         else:
             cols.append(s.str.replace(r"^", p).alias(f"c{k + 3}"))
     frame = pl.DataFrame({"c0": times[0]}).with_columns(times[1].alias("c1"), times[2].alias("c2"))
