@@ -47,6 +47,9 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
 def _print_metrics(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    if "test" not in result["metrics"]:  # streaming results: one row per target (cvr, netcvr, gmv)
+        _print_sections(result)
+        return
     protocol = result.get("protocol", {}).get("name", "")
     table = Table(title=f"{result['dataset']} / {result['model']}  ({protocol})")
     table.add_column("split")
@@ -56,6 +59,22 @@ def _print_metrics(result: dict[str, Any]) -> None:
     for split, m in result["metrics"].items():
         table.add_row(split, *[f"{m[k]:.4f}" for k in keys])
     Console().print(table)
+
+
+def _print_sections(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    sim = " SIMULATED data" if result.get("simulated") else ""
+    table = Table(title=f"{result['dataset']} / {result.get('method', result['model'])}{sim}")
+    table.add_column("target")
+    keys = sorted({k for m in result["metrics"].values() for k in m})
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in result["metrics"].items():
+        table.add_row(name, *[f"{m[k]:.4f}" if k in m else "" for k in keys])
+    Console().print(table)
+    if "clicks_per_second" in result:
+        Console().print(f"{result['clicks_per_second']:,.0f} clicks/s of training")
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -58,7 +58,7 @@ class StreamTrainConfig:
     checkpoint_every_s: float = 600.0  # (float) seconds between checkpoints (0 = after every segment)
     resume: bool = True  # (bool) continue from <checkpoint_dir>/LATEST if present
     max_segments: int = 0  # (int) stop after this many segments (0 = the whole stream)
-    oracle_reference: Literal["cache", "off"] = "cache"  # (str) RI: cached Oracle, streamed first if missing
+    oracle_reference: Literal["cache", "none"] = "cache"  # (str) RI: cached Oracle (streamed first if missing) | none
     reference_dir: str = "runs/stream_refs"  # (str) Oracle references and pre-trained models
     progress: bool = True  # (bool) print a line every 100 segments
 
@@ -119,7 +119,7 @@ def _reference_key(cfg: ExperimentConfig, prep: PreparedStream) -> str:
 
 def oracle_reference(cfg: ExperimentConfig, prep: PreparedStream, console: Console) -> dict[str, float] | None:
     """The Oracle's segment-averaged metrics on this stream (cached; streamed first if absent)."""
-    if prep.gmv or cfg.train.oracle_reference == "off":
+    if prep.gmv or cfg.train.oracle_reference == "none":
         return None
     path = Path(cfg.train.reference_dir) / f"oracle-{_reference_key(cfg, prep)}.json"
     if not path.is_file():
