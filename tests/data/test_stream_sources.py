@@ -9,7 +9,13 @@ import pytest
 
 from rankstream.data.loaders.trace import load_trace
 from rankstream.data.simulate import write_simulated
-from rankstream.data.stream.source import ParquetSource, RedisSource, build_events, publish_redis, write_events
+from rankstream.data.stream.source import (
+    ParquetSource,
+    RedisSource,
+    build_events,
+    publish_redis,
+    write_events,
+)
 from stream_helpers import REDIS, redis_server
 
 

@@ -7,7 +7,16 @@ import math
 import numpy as np
 import pytest
 
-from rankstream.eval.delayed import auc, concordance, gmv_metrics, mean_over_segments, nll, pcoc, prauc, relative_improvement
+from rankstream.eval.delayed import (
+    auc,
+    concordance,
+    gmv_metrics,
+    mean_over_segments,
+    nll,
+    pcoc,
+    prauc,
+    relative_improvement,
+)
 
 
 def test_binary_metrics() -> None:

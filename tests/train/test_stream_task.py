@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-from stream_helpers import REDIS, redis_server, tiny_config
 
 from rankstream.config import load_config
 from rankstream.train.distributed import Dist
 from rankstream.train.experiment import run_experiment
+from stream_helpers import REDIS, redis_server, tiny_config
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
