@@ -6,6 +6,8 @@
     rankstream eval         --config C --checkpoint DIR [--data-dir D] [key=value ...]
     rankstream bench        --config C [--data-dir D] --out R.json [key=value ...]
     rankstream report       RESULT.json|DIR ... [--out DIR]
+    rankstream data simulate cascade|trace --out DIR [--seed N] [--size N]
+    rankstream stream-report RESULT.json|DIR ... [--out DIR]
 
 Expected errors (bad config, bad data, unknown names, wrong checkpoint) print one line and
 exit with status 2; a traceback means a bug.
@@ -145,6 +147,22 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rankstream.data.simulate import write_simulated
+
+    path = write_simulated(args.kind, Path(args.out), seed=args.seed, size=args.size)
+    console.print(f"wrote SIMULATED {args.kind} data to {path}")
+    return 0
+
+
+def cmd_stream_report(args: argparse.Namespace) -> int:
+    from rankstream.eval.delayed_report import report
+
+    print(report([Path(p) for p in args.results], Path(args.out)))
+    console.print(f"wrote {Path(args.out) / 'delayed_feedback.md'} and the per-segment AUC plots")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankstream", description="From event log to served score.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -160,6 +178,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered models and loaders").set_defaults(fn=cmd_list)
     data = sub.add_parser("data", help="data preparation").add_subparsers(dest="data_cmd", required=True)
     exp("prepare", cmd_prepare, "load, filter, remap and cache a dataset", data)
+    sim = data.add_parser("simulate", help="write SIMULATED CASCADE- or TRACE-format data (delayed feedback)")
+    sim.add_argument("kind", choices=["cascade", "trace"])
+    sim.add_argument("--out", required=True, help="folder for cascade_sim.tsv / trace_sim.txt")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--size", type=int, default=0, help="clicks (0 = 1.5M for cascade, 300k for trace)")
+    sim.set_defaults(fn=cmd_simulate)
     exp("train", cmd_train, "train a model and evaluate its best checkpoint").add_argument("--out", default=None)
     exp("bench", cmd_bench, "train + evaluate and write a result JSON").add_argument("--out", required=True)
     ev = exp("eval", cmd_eval, "evaluate a checkpoint on valid and test")
@@ -169,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results", nargs="+")
     rep.add_argument("--out", default="results/report")
     rep.set_defaults(fn=cmd_report)
+    srep = sub.add_parser("stream-report", help="delayed-feedback results in the papers' table layout + AUC plot")
+    srep.add_argument("results", nargs="+")
+    srep.add_argument("--out", default="results/delayed")
+    srep.set_defaults(fn=cmd_stream_report)
     return p
 
 

@@ -61,6 +61,7 @@ class StreamTrainConfig:
     oracle_reference: Literal["cache", "none"] = "cache"  # (str) RI: cached Oracle (streamed first if missing) | none
     reference_dir: str = "runs/stream_refs"  # (str) Oracle references and pre-trained models
     progress: bool = True  # (bool) print a line every 100 segments
+    bf16: bool = False  # (bool) bfloat16 autocast of the towers' matmuls (CPUs with AVX512-BF16 / AMX)
 
 
 @dataclass(frozen=True)

@@ -146,7 +146,9 @@ class StreamRunner:
                 continue
             for o in self.opts:
                 o.zero_grad(set_to_none=True)
-            loss(self.ctx, self.model, self._batch(s.take(idx))).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.tc.bf16):
+                value = loss(self.ctx, self.model, self._batch(s.take(idx)))
+            value.float().backward()
             for o in self.opts:
                 o.step()
         self.progress.samples += len(s)
@@ -202,6 +204,8 @@ class StreamRunner:
             p.train_seconds += t1 - t0
             p.eval_seconds += time.perf_counter() - t1
             p.segment += 1
+            if self.tc.progress and p.segment % 100 == 0:
+                self.console.print(f"{self.ctx.method.name}: segment {p.segment}/{limit}, {p.clicks / max(p.train_seconds, 1e-9):,.0f} clicks/s")
             every = self.tc.checkpoint_every_s
             if self.ctx.method.trains and (every <= 0 or time.monotonic() - last_save >= every or p.segment == limit):
                 self.save()
