@@ -13,7 +13,7 @@ Generative process (CASCADE, :func:`simulate_cascade`):
   d_c is a per-category Gaussian random walk over days (sd 0.35/day): the drift that makes
   online training matter. b0 is solved so that CVR (conversions within the 3-day attribution
   window) = 0.091 (CASCADE: 3.7M / 41.0M clicks).
-  conversion delay: with prob sigmoid(-0.3 + 0.8 intent) an impulse buy ~ Exp(mean 6 min),
+  conversion delay: with prob sigmoid(-2.2 + 0.8 intent) an impulse buy ~ Exp(mean 6 min),
   else LogNormal(ln 10 h - 0.4 intent, 1.4): heavy-tailed, some beyond 3 days; intent is the
   centred logit, so delay carries signal (the paper's insight 3).
   refund logit = r0 + item refund propensity N(0, 1.1) + 0.5 user refund propensity
@@ -111,7 +111,7 @@ def simulate_cascade(n: int, seed: int = 0, days: float = 25.0, params: SimParam
             + 0.25 * np.sin(2 * np.pi * hour / 24) + drift[t // DAY, w["cat"][i]])
     # delays depend on intent, which depends on b0: solve b0 with the attribution window applied
     intent = base - base.mean()
-    fast = rng.random(n) < 1 / (1 + np.exp(0.3 - 0.8 * intent))
+    fast = rng.random(n) < 1 / (1 + np.exp(2.2 - 0.8 * intent))
     delay_h = np.where(fast, rng.exponential(0.1, n), rng.lognormal(np.log(10) - 0.4 * intent, 1.4))
     attributed = delay_h < 72
     b0 = _solve_bias(base, params.cvr, attributed.astype(float))
