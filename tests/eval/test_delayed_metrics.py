@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,3 +39,19 @@ def test_gmv_metrics() -> None:
     assert m["alpr"] == pytest.approx((0 + math.log2(1.5) + abs(math.log2(2 / 3))) / 3)
     assert m["gauc"] == pytest.approx(1.0)  # group 0: (1, 2) ordered right; group 1 has one click
     assert mean_over_segments([{"a": 1.0}, {"a": float("nan")}, {"a": 3.0}])["a"] == pytest.approx(2.0)
+
+
+def test_stream_report_layout(tmp_path: Path) -> None:
+    import json
+
+    from rankstream.eval.delayed_report import report
+
+    m = {"auc": 0.7, "prauc": 0.2, "nll": 0.3, "pcoc": 1.0, "ri_auc": 50.0, "ri_prauc": 40.0}
+    for method in ("tesla", "pretrained"):
+        r = {"task": "stream", "method": method, "dataset": "cascade_sim", "model": "x", "simulated": True,
+             "metrics": {"cvr": m, "netcvr": m}, "clicks_per_second": 1000.0, "segment_auc": [0.6, 0.7, float("nan")]}
+        (tmp_path / f"{method}.json").write_text(json.dumps(r))
+    text = report([tmp_path], tmp_path / "out")
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    assert "SIMULATED" in text and lines[1].startswith("| Pre-trained") and lines[2].startswith("| TESLA")
+    assert "50.00%" in lines[2] and (tmp_path / "out" / "segment_auc_cascade_sim.png").stat().st_size > 0
