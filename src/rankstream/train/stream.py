@@ -171,7 +171,7 @@ def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dic
     ref_name, ref_cfg = ("gmv_single", cfg.model) if gmv else ("cascade_cvr", replace(cfg.model, shared_embeddings=False))
     folder = Path(cfg.train.reference_dir) / "pretrained"
     refs = {"pretrained": pretrained("base", ref_name, ref_cfg, prep, cfg.data, cfg.train, folder, console)}
-    oracle = oracle_reference(cfg, prep, console)
+    oracle = None if cfg.train.method == "oracle" else oracle_reference(cfg, prep, console)
     ckpt = checkpoint_dir(cfg)
     console.print(f"[bold]{cfg.dataset}/{cfg.name}[/]: {cfg.train.method} on {len(prep.log):,} clicks "
                   f"({'SIMULATED ' if prep.simulated else ''}{prep.log.kind}), {cfg.train.num_threads} threads")
