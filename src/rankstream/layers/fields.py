@@ -36,8 +36,7 @@ class FieldEmbedding(nn.Module):
         starts = torch.zeros(len(sizes), dtype=torch.long)
         starts[1:] = torch.cumsum(torch.tensor(list(sizes[:-1]), dtype=torch.long), 0)
         self.register_buffer("offsets", starts, persistent=False)
-        self.table = nn.Embedding(int(sum(sizes)), dim, sparse=sparse)
-        nn.init.normal_(self.table.weight, std=0.01)
+        self.table = nn.Embedding(int(sum(sizes)), dim, sparse=sparse)  # N(0, 1) init, as nn.Embedding
         self.num_fields, self.dim = len(sizes), dim
 
     @property
