@@ -9,6 +9,8 @@
     rankstream serve        CHECKPOINT [--host H] [--port N] [--api-key K] [--runtime R] ...
     rankstream bench serve  --checkpoint CKPT --candidates 1000 --requests 10000 --out OUT.json
     rankstream export       CHECKPOINT --format onnx|torch_export --out DIR
+    rankstream data simulate cascade|trace --out DIR [--seed N] [--size N]
+    rankstream stream-report RESULT.json|DIR ... [--out DIR]
 
 Expected errors (bad config, bad data, unknown names, wrong checkpoint) print one line and
 exit with status 2; a traceback means a bug.
@@ -50,6 +52,9 @@ def _write_json(obj: dict[str, Any], path: Path) -> None:
 def _print_metrics(result: dict[str, Any]) -> None:
     from rich.table import Table
 
+    if "test" not in result["metrics"]:  # streaming results: one row per target (cvr, netcvr, gmv)
+        _print_sections(result)
+        return
     protocol = result.get("protocol", {}).get("name", "")
     table = Table(title=f"{result['dataset']} / {result['model']}  ({protocol})")
     table.add_column("split")
@@ -59,6 +64,22 @@ def _print_metrics(result: dict[str, Any]) -> None:
     for split, m in result["metrics"].items():
         table.add_row(split, *[f"{m[k]:.4f}" for k in keys])
     Console().print(table)
+
+
+def _print_sections(result: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    sim = " SIMULATED data" if result.get("simulated") else ""
+    table = Table(title=f"{result['dataset']} / {result.get('method', result['model'])}{sim}")
+    table.add_column("target")
+    keys = sorted({k for m in result["metrics"].values() for k in m})
+    for k in keys:
+        table.add_column(k, justify="right")
+    for name, m in result["metrics"].items():
+        table.add_row(name, *[f"{m[k]:.4f}" if k in m else "" for k in keys])
+    Console().print(table)
+    if "clicks_per_second" in result:
+        Console().print(f"{result['clicks_per_second']:,.0f} clicks/s of training")
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -200,6 +221,22 @@ def bench_serve_parser() -> argparse.ArgumentParser:
     return q
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from rankstream.data.simulate import write_simulated
+
+    path = write_simulated(args.kind, Path(args.out), seed=args.seed, size=args.size)
+    console.print(f"wrote SIMULATED {args.kind} data to {path}")
+    return 0
+
+
+def cmd_stream_report(args: argparse.Namespace) -> int:
+    from rankstream.eval.delayed_report import report
+
+    print(report([Path(p) for p in args.results], Path(args.out)))
+    console.print(f"wrote {Path(args.out) / 'delayed_feedback.md'} and the per-segment AUC plots")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankstream", description="From event log to served score.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -215,6 +252,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_parser("list", help="registered models and loaders").set_defaults(fn=cmd_list)
     data = sub.add_parser("data", help="data preparation").add_subparsers(dest="data_cmd", required=True)
     exp("prepare", cmd_prepare, "load, filter, remap and cache a dataset", data)
+    sim = data.add_parser("simulate", help="write SIMULATED CASCADE- or TRACE-format data (delayed feedback)")
+    sim.add_argument("kind", choices=["cascade", "trace"])
+    sim.add_argument("--out", required=True, help="folder for cascade_sim.tsv / trace_sim.txt")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--size", type=int, default=0, help="clicks (0 = 1.5M for cascade, 300k for trace)")
+    sim.set_defaults(fn=cmd_simulate)
     exp("train", cmd_train, "train a model and evaluate its best checkpoint").add_argument("--out", default=None)
     exp("bench", cmd_bench, "train + evaluate and write a result JSON ('bench serve': load-test a server)").add_argument("--out", required=True)
     ev = exp("eval", cmd_eval, "evaluate a checkpoint on valid and test")
@@ -234,6 +277,10 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--data-dir", default=None)
     ex.set_defaults(fn=cmd_export)
+    srep = sub.add_parser("stream-report", help="delayed-feedback results in the papers' table layout + AUC plot")
+    srep.add_argument("results", nargs="+")
+    srep.add_argument("--out", default="results/delayed")
+    srep.set_defaults(fn=cmd_stream_report)
     return p
 
 

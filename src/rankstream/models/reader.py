@@ -1,0 +1,96 @@
+"""GMV models of TRACE + READER (arXiv 2601.20307): Online-Single and READER's parts.
+
+Following github alimama-tech/OnlineGMV (``method_src/models``): 22 field embeddings (32-dim);
+READER's dual experts = a shared bottom (1024-512) and two towers (256-128-64), one for
+single-purchase and one for repurchase clicks, outputs |.| (non-negative GMV); the router
+(repurchase classifier) and the calibrator (an MLP whose last layer also sees the elapsed time
+and the purchase count, softplus output) are pre-trained and frozen during streaming.
+Online-Single is one MLP (1024-512-256-128-64) regressing GMV. Differences: BatchNorm +
+LeakyReLU blocks instead of the repo's Dice activations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rankstream.layers.fields import FieldEmbedding, MLPTower
+from rankstream.registry import register_model
+
+
+@dataclass(frozen=True)
+class GMVConfig:
+    embed_dim: int = 32  # (int) embedding size per field
+    bottom: tuple[int, ...] = (1024, 512)  # (list[int]) shared bottom (READER) / first layers (single)
+    tower: tuple[int, ...] = (256, 128, 64)  # (list[int]) expert towers
+    router_hidden: tuple[int, ...] = (256, 128)  # (list[int]) READER's repurchase router
+    calibrator_hidden: tuple[int, ...] = (512, 256, 128, 64)  # (list[int]) READER's calibrator
+    sparse: bool = True  # (bool) sparse embedding gradients
+
+
+class SingleGMV(nn.Module):
+    """One regressor: (B, F) ids -> (B,) GMV >= 0."""
+
+    def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = MLPTower(self.emb.out_dim, (*cfg.bottom, *cfg.tower))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.emb(ids)).squeeze(1).abs()
+
+
+class DualExpertGMV(nn.Module):
+    """Shared bottom + single-purchase and repurchase experts: ids -> (single, multi) GMV."""
+
+    def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.bottom = MLPTower(self.emb.out_dim, cfg.bottom[:-1], out_dim=cfg.bottom[-1])
+        self.single = MLPTower(cfg.bottom[-1], cfg.tower)
+        self.multi = MLPTower(cfg.bottom[-1], cfg.tower)
+
+    def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = F.leaky_relu(self.bottom(self.emb(ids)))
+        return self.single(h).squeeze(1).abs(), self.multi(h).squeeze(1).abs()
+
+
+class Router(nn.Module):
+    """Repurchase classifier: ids -> logit of P(more than one purchase)."""
+
+    def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = MLPTower(self.emb.out_dim, cfg.router_hidden)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.emb(ids)).squeeze(1)
+
+
+class Calibrator(nn.Module):
+    """rho(x, t, k) >= 0: predicted log1p(final GMV) - log1p(GMV observed after k purchases at t)."""
+
+    def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = MLPTower(self.emb.out_dim, cfg.calibrator_hidden[:-1], out_dim=cfg.calibrator_hidden[-1])
+        self.head = nn.Linear(cfg.calibrator_hidden[-1] + 2, 1)
+
+    def forward(self, ids: torch.Tensor, elapsed: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.mlp(self.emb(ids)))
+        return F.softplus(self.head(torch.cat([h, elapsed[:, None], count[:, None]], dim=1))).squeeze(1)
+
+
+@register_model("gmv_single", GMVConfig, task="stream")
+def build_single(cfg: GMVConfig, field_sizes: tuple[int, ...]) -> SingleGMV:
+    """Online-Single GMV regressor (TRACE baseline, arXiv 2601.20307)."""
+    return SingleGMV(cfg, field_sizes)
+
+
+@register_model("reader", GMVConfig, task="stream")
+def build_reader(cfg: GMVConfig, field_sizes: tuple[int, ...]) -> DualExpertGMV:
+    """READER: router + dual experts + calibrated targets (arXiv 2601.20307)."""
+    return DualExpertGMV(cfg, field_sizes)
