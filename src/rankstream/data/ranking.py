@@ -153,7 +153,7 @@ def _item_genres(items: pl.DataFrame | None, item_ids: np.ndarray) -> tuple[np.n
     long = long.join(idx, on="item_id", how="inner").with_columns(
         pl.col("genres").replace_strict(vocab, list(range(1, len(vocab) + 1)), return_dtype=pl.Int64).alias("g"),
     ).with_columns(pl.int_range(pl.len()).over("item").alias("slot"))
-    width = int(long.get_column("slot").max() or 0) + 1 if long.height else 1
+    width = int(long.get_column("slot").to_numpy().max(initial=0)) + 1
     out = np.zeros((len(item_ids) + 1, width), dtype=np.int64)
     out[long.get_column("item").to_numpy(), long.get_column("slot").to_numpy()] = long.get_column("g").to_numpy()
     return out, len(vocab)
@@ -182,7 +182,7 @@ def _user_feats(users: pl.DataFrame | None, user_ids: np.ndarray) -> tuple[np.nd
 
 def _boundaries(times: np.ndarray, cfg: RankingDataConfig) -> tuple[int, int]:
     """First timestamps of the valid and test periods (quantiles of the event times)."""
-    if not (0 < cfg.valid_frac and 0 < cfg.test_frac and cfg.valid_frac + cfg.test_frac < 1):
+    if not (cfg.valid_frac > 0 and cfg.test_frac > 0 and cfg.valid_frac + cfg.test_frac < 1):
         raise DataError(f"data.valid_frac={cfg.valid_frac} and data.test_frac={cfg.test_frac} must be > 0 and sum to < 1")
     ts = np.sort(times)
     n = len(ts)

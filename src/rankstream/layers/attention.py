@@ -127,14 +127,24 @@ class RelativeBias(nn.Module):
         Used where positions are not 0..N-1 (ranking sequences, where events of the same
         second share a position, and candidates scored against a cached history).
         """
+        return self.gather(*self.pair_index(q_pos, k_pos, q_times, k_times))
+
+    def pair_index(
+        self, q_pos: torch.Tensor, k_pos: torch.Tensor, q_times: torch.Tensor | None, k_times: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Table indices behind :meth:`pairs` (shareable by layers with the same sizes)."""
         rel = (k_pos.unsqueeze(-2) - q_pos.unsqueeze(-1)).clamp(1 - self.max_len, self.max_len - 1)
-        bias = self.pos_w[rel + self.max_len - 1]
+        bucket = None
         if self.ts_w is not None:
             if q_times is None or k_times is None:
                 raise ValueError("time bias needs timestamps")
-            dt = q_times.unsqueeze(-1) - k_times.unsqueeze(-2)
-            bias = bias + self.ts_w[time_buckets(dt, self.num_buckets)]
-        return bias
+            bucket = time_buckets(q_times.unsqueeze(-1) - k_times.unsqueeze(-2), self.num_buckets)
+        return rel + self.max_len - 1, bucket
+
+    def gather(self, rel: torch.Tensor, bucket: torch.Tensor | None) -> torch.Tensor:
+        """Bias from :meth:`pair_index`'s indices."""
+        bias = self.pos_w[rel]
+        return bias if bucket is None or self.ts_w is None else bias + self.ts_w[bucket]
 
 
 def pointwise_attention(
@@ -265,7 +275,8 @@ def dual_flow_attention_reference(
     """The dual-flow attention written as the paper states it (tests only): per sequence,
     keys/values ``[K_r; K_f]`` of length 2n and explicit (n x 2n) masks for each flow.
     ``bias`` is (B, N, N) padded, ``times`` jagged (T,)."""
-    outs_r, outs_f = [], []
+    outs_r: list[torch.Tensor] = []
+    outs_f: list[torch.Tensor] = []
     for s_, e_ in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
         n = e_ - s_
         qr, kr, vr, qf, kf, vf = (t[s_:e_].view(n, num_heads, -1).transpose(0, 1) for t in (*real, *fake))
@@ -299,7 +310,10 @@ def candidate_attention(
     """
     qc, kc, vc = cand
     c = qc.shape[0]
-    qh, kh, vh = (t.view(t.shape[0], num_heads, -1).transpose(0, 1) for t in (qc, hist_k, hist_v))
+    dqk, dv = qc.shape[1] // num_heads, vc.shape[1] // num_heads
+    qh = qc.view(c, num_heads, dqk).transpose(0, 1)
+    kh = hist_k.view(-1, num_heads, dqk).transpose(0, 1)
+    vh = hist_v.view(-1, num_heads, dv).transpose(0, 1)
     scores = qh @ kh.transpose(1, 2)  # (H, C, L)
     diag = (qc * kc).view(c, num_heads, -1).sum(-1).t()  # (H, C)
     if bias_hist is not None:
@@ -322,8 +336,8 @@ def candidate_attention_reference(
     """One (L + 1)-token sequence per candidate, last row of its attention (tests only)."""
     outs = []
     for i in range(cand[0].shape[0]):
-        keys = torch.cat([hist_k, cand[1][i : i + 1]]).view(-1, num_heads, hist_k.shape[1] // num_heads)
-        values = torch.cat([hist_v, cand[2][i : i + 1]]).view(-1, num_heads, hist_v.shape[1] // num_heads)
+        keys = torch.cat([hist_k, cand[1][i : i + 1]]).view(-1, num_heads, cand[1].shape[1] // num_heads)
+        values = torch.cat([hist_v, cand[2][i : i + 1]]).view(-1, num_heads, cand[2].shape[1] // num_heads)
         q = cand[0][i].view(num_heads, -1)
         s = torch.einsum("hd,lhd->hl", q, keys)
         if bias_hist is not None:

@@ -17,6 +17,8 @@ from torch import nn
 class FieldEmbedding(nn.Module):
     """All sparse fields of a ranking sample at one width ``dim``."""
 
+    item_genres: torch.Tensor
+
     def __init__(
         self,
         dim: int,

@@ -34,14 +34,10 @@ class CrossNetV2(nn.Module):
         super().__init__()
         self.rank = rank
         if rank > 0:
-            self.u = nn.ParameterList(nn.Parameter(torch.empty(dim, rank)) for _ in range(num_layers))
-            self.v = nn.ParameterList(nn.Parameter(torch.empty(rank, dim)) for _ in range(num_layers))
-            for p in (*self.u, *self.v):
-                nn.init.xavier_normal_(p)
+            self.u = nn.ParameterList(nn.init.xavier_normal_(torch.empty(dim, rank)) for _ in range(num_layers))
+            self.v = nn.ParameterList(nn.init.xavier_normal_(torch.empty(rank, dim)) for _ in range(num_layers))
         else:
-            self.w = nn.ModuleList(nn.Linear(dim, dim, bias=False) for _ in range(num_layers))
-            for lin in self.w:
-                nn.init.xavier_normal_(lin.weight)
+            self.w = nn.ModuleList(_xavier_linear(dim) for _ in range(num_layers))
         self.b = nn.ParameterList(nn.Parameter(torch.zeros(dim)) for _ in range(num_layers))
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -50,6 +46,12 @@ class CrossNetV2(nn.Module):
             wx = (x @ self.v[i].t()) @ self.u[i].t() if self.rank > 0 else self.w[i](x)
             x = x0 * (wx + b) + x
         return x
+
+
+def _xavier_linear(dim: int) -> nn.Linear:
+    lin = nn.Linear(dim, dim, bias=False)
+    nn.init.xavier_normal_(lin.weight)
+    return lin
 
 
 class TargetAttention(nn.Module):

@@ -37,8 +37,10 @@ from rankstream.models.generative import (
     ActionHeads,
     GenerativeRankConfig,
     TokenEmbedding,
+    bias_index,
     bias_of,
     build_layers,
+    hstu_layers,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -72,10 +74,11 @@ class DFGR(nn.Module):
         layout = JaggedLayout.of(b.offsets, b.max_len)
         tp = pad_with(b.times, b.offsets, b.max_len, PAD_TIME, layout.index)
         pp = pad_with(pos, b.offsets, b.max_len, 0, layout.index)
-        for layer in self.layers:
+        index = bias_index(self.layers, pp, pp, tp, tp)
+        for layer in hstu_layers(self.layers):
             x = torch.cat([xr, xf])
             u, v, q, k = layer.project(x)  # one product for both flows (shared weights)
-            rab = bias_of(layer, pp, pp, tp, tp)
+            rab = bias_of(layer, index)
             av_r, av_f = dual_flow_attention((q[:n_tok], k[:n_tok], v[:n_tok]), (q[n_tok:], k[n_tok:], v[n_tok:]),
                                              layout, self.cfg.num_heads, self.cfg.max_len, rab, tp)
             xr, xf = layer.output(x, torch.cat([av_r, av_f]), u).split(n_tok)

@@ -15,12 +15,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankstream.layers.attention import JaggedLayout, candidate_attention, pointwise_attention, time_visibility
+from rankstream.layers.attention import (
+    JaggedLayout,
+    candidate_attention,
+    pointwise_attention,
+    time_visibility,
+)
 from rankstream.layers.dropout import Dropout
 from rankstream.models.hstu import HSTUConfig, HSTULayer
 from rankstream.models.ranking_base import RankOutput
@@ -47,6 +53,8 @@ class GenerativeRankConfig:
 
 
 class TokenEmbedding(nn.Module):
+    item_genres: torch.Tensor
+
     def __init__(self, cfg: GenerativeRankConfig, num_items: int, num_actions: int, num_genres: int,
                  item_genres: torch.Tensor) -> None:
         super().__init__()
@@ -89,10 +97,25 @@ def build_layers(cfg: GenerativeRankConfig) -> nn.ModuleList:
     return nn.ModuleList(HSTULayer(hcfg) for _ in range(cfg.num_blocks))
 
 
-def bias_of(layer: HSTULayer, q_pos: torch.Tensor, k_pos: torch.Tensor, q_t: torch.Tensor, k_t: torch.Tensor) -> torch.Tensor:
-    """The layer's relative bias for explicit positions/times (times ignored without time bias)."""
-    use_t = layer.bias.use_time
-    return layer.bias.pairs(q_pos, k_pos, q_t if use_t else None, k_t if use_t else None)
+def hstu_layers(layers: nn.ModuleList) -> list[HSTULayer]:
+    """The stack's layers, typed."""
+    return [cast(HSTULayer, m) for m in layers]
+
+
+BiasIndex = tuple[torch.Tensor, torch.Tensor | None]
+
+
+def bias_index(layers: nn.ModuleList, q_pos: torch.Tensor, k_pos: torch.Tensor, q_t: torch.Tensor, k_t: torch.Tensor) -> BiasIndex:
+    """Relative-bias table indices for explicit positions/times, computed once for all layers
+    (they share the table sizes); times are ignored without the time bias."""
+    rb = hstu_layers(layers)[0].bias
+    use_t = rb.use_time
+    return rb.pair_index(q_pos, k_pos, q_t if use_t else None, k_t if use_t else None)
+
+
+def bias_of(layer: HSTULayer, index: BiasIndex) -> torch.Tensor:
+    """The layer's own bias values at precomputed indices."""
+    return layer.bias.gather(*index)
 
 
 def score_candidates(
@@ -105,15 +128,17 @@ def score_candidates(
     layout = JaggedLayout.of(torch.tensor([0, n_hist]), max(n_hist, 1))
     vis = time_visibility(t_h[None], t_h[None], ev_h[None], ev_h[None])
     q_pos, q_t = torch.tensor([pos_c]), torch.tensor([now])
-    for i, layer in enumerate(layers):
+    idx_ch = bias_index(layers, q_pos, pos_h, q_t, t_h)  # (1, L)
+    idx_self = bias_index(layers, q_pos, q_pos, q_t, q_t)  # (1, 1)
+    idx_hh = bias_index(layers, pos_h[None], pos_h[None], t_h[None], t_h[None])
+    for i, layer in enumerate(hstu_layers(layers)):
         heads = layer.cfg.num_heads
         u, v, q, k = layer.project(torch.cat([x_h, x_c]))
-        bias_ch = bias_of(layer, q_pos, pos_h, q_t, t_h)  # (1, L)
-        bias_self = bias_of(layer, q_pos, q_pos, q_t, q_t)[0]  # (1,)
         cand = (q[n_hist:], k[n_hist:], v[n_hist:])
-        av_c = candidate_attention(cand, k[:n_hist], v[:n_hist], heads, norm_len, bias_ch, bias_self)
+        av_c = candidate_attention(cand, k[:n_hist], v[:n_hist], heads, norm_len, bias_of(layer, idx_ch),
+                                   bias_of(layer, idx_self)[0])
         if i + 1 < len(layers) and n_hist:  # the last layer's history outputs are never read
-            bias_hh = bias_of(layer, pos_h[None], pos_h[None], t_h[None], t_h[None])
+            bias_hh = bias_of(layer, idx_hh)
             av_h = pointwise_attention(q[:n_hist], k[:n_hist], v[:n_hist], layout, heads, norm_len, bias_hh, vis)
             x_h = layer.output(x_h, av_h, u[:n_hist])
         x_c = layer.output(x_c, av_c, u[n_hist:])

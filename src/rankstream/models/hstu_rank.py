@@ -31,8 +31,10 @@ from rankstream.models.generative import (
     ActionHeads,
     GenerativeRankConfig,
     TokenEmbedding,
+    bias_index,
     bias_of,
     build_layers,
+    hstu_layers,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -68,9 +70,10 @@ class HSTURank(nn.Module):
         pp = pad_with(p2, layout.offsets, layout.max_len, 0, layout.index)
         evp = pad_with(ev, layout.offsets, layout.max_len, -1, layout.index)
         vis = time_visibility(tp, tp, evp, evp)
-        for layer in self.layers:
+        index = bias_index(self.layers, pp, pp, tp, tp)
+        for layer in hstu_layers(self.layers):
             u, v, q, k = layer.project(x)
-            rab = bias_of(layer, pp, pp, tp, tp)
+            rab = bias_of(layer, index)
             av = pointwise_attention(q, k, v, layout, self.cfg.num_heads, self.norm_len, rab, vis)
             x = layer.output(x, av, u)
         return self.heads(x[0::2][b.target])

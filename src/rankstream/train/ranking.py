@@ -26,7 +26,13 @@ from rich.console import Console
 from rankstream.config import ConfigError, ExperimentConfig
 from rankstream.data.jagged import epoch_batches
 from rankstream.data.ranking import RankingData, RankingDataConfig, load_ranking_data
-from rankstream.data.ranking_batches import Windows, request_for, sample_batch, seq_batch, sequence_windows
+from rankstream.data.ranking_batches import (
+    Windows,
+    request_for,
+    sample_batch,
+    seq_batch,
+    sequence_windows,
+)
 from rankstream.eval.ctr import ctr_metrics
 from rankstream.models.ranking_base import RankOutput
 from rankstream.registry import MODELS, register_task

@@ -1,4 +1,6 @@
 """Imports the modules that register the built-in tasks (see ``registry.TASKS``)."""
 
-from rankstream.train import sequential  # noqa: F401  (registers "sequential")
-from rankstream.train import ranking  # noqa: F401  (registers "ranking")
+from rankstream.train import (
+    ranking,  # noqa: F401  (registers "ranking")
+    sequential,  # noqa: F401  (registers "sequential")
+)
