@@ -32,11 +32,22 @@ class Dice(nn.Module):
         return p * x + (1 - p) * self.alpha * x
 
 
+class PReLU(nn.Module):
+    """PReLU with one slope per feature of the *last* dimension (any leading shape)."""
+
+    def __init__(self, dim: int, init: float = 0.25) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.where(x > 0, x, self.alpha * x)
+
+
 def activation(name: Activation, dim: int) -> nn.Module:
     if name == "dice":
         return Dice(dim)
     if name == "prelu":
-        return nn.PReLU(dim)
+        return PReLU(dim)
     return nn.ReLU()
 
 

@@ -215,8 +215,11 @@ def _sizes(data: RankingData) -> dict[str, int]:
             **{f"user_field_{i}": n for i, n in enumerate(z.user_fields)}}
 
 
-def _clean(m: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 6) for k, v in m.items() if k != "seconds"}
+HEADLINE = ("auc", "gauc", "logloss", "calibration")
+
+
+def _clean(m: dict[str, float], keys: tuple[str, ...] | None = None) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in m.items() if k != "seconds" and (keys is None or k in keys)}
 
 
 def protocol_fields(cfg: ExperimentConfig, data: RankingData) -> dict[str, Any]:
@@ -256,36 +259,41 @@ def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dic
         return None
     if (ckpt / "best" / "state.json").is_file():
         load_checkpoint(ckpt / "best", model, mhash)
-    metrics, eval_seconds = evaluate_splits(model, task)
+    metrics, detail, eval_seconds = evaluate_splits(model, task)
     fields = result_fields(cfg, model, state, d, t_start, ckpt)
     return {
         **fields,
         "train_seconds_per_epoch": full_epoch_seconds(state),
         "train_seconds_per_epoch_incl_partial": fields["train_seconds_per_epoch"],
+        "train_steps": state.step,
         "model_hash": mhash,
         "protocol": protocol_fields(cfg, data),
         "data": {**data.stats, "path": cfg.data.path},
         "metrics": metrics,
+        "metrics_detail": detail,
         "baselines": {"item_positive_rate": {s: _clean(item_rate_baseline(data, s)) for s in ("valid", "test")}},
         "eval_seconds": round(eval_seconds / 2, 3),
         **inference_latency(model, data, cfg.eval, cfg.train.seed),
     }
 
 
-def evaluate_splits(model: torch.nn.Module, task: RankingTask) -> tuple[dict[str, Any], float]:
+def evaluate_splits(model: torch.nn.Module, task: RankingTask) -> tuple[dict[str, Any], dict[str, Any], float]:
+    """Headline metrics (AUC, GAUC, LogLoss, calibration) and all metrics, for valid and test."""
     model.eval()
     t0 = time.perf_counter()
-    metrics = {s: _clean(task.evaluate(model, s)) for s in ("valid", "test")}
-    return metrics, time.perf_counter() - t0
+    full = {s: task.evaluate(model, s) for s in ("valid", "test")}
+    seconds = time.perf_counter() - t0
+    return ({s: _clean(m, HEADLINE) for s, m in full.items()}, {s: _clean(m) for s, m in full.items()}, seconds)
 
 
 def evaluate(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path) -> dict[str, Any]:
     """Evaluate a saved checkpoint on valid and test."""
     data, model, task = build(cfg, data_dir)
     load_checkpoint(checkpoint, model, model_hash(cfg, _sizes(data)))
-    metrics, seconds = evaluate_splits(model, task)
+    metrics, detail, seconds = evaluate_splits(model, task)
     return {"dataset": cfg.dataset, "model": cfg.model_name, "checkpoint": str(checkpoint),
-            "protocol": protocol_fields(cfg, data), "metrics": metrics, "eval_seconds": round(seconds / 2, 3)}
+            "protocol": protocol_fields(cfg, data), "metrics": metrics, "metrics_detail": detail,
+            "eval_seconds": round(seconds / 2, 3)}
 
 
 register_task(
