@@ -113,10 +113,15 @@ def test_checkpoint_round_trip(tmp_path: Path, name: str, data: RankingData) -> 
         assert torch.equal(other(b).logit, want)
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_serving_score_equals_training_path(name: str, data: RankingData) -> None:
+SERVING = [pytest.param(n, {}, id=n) for n in NAMES] + [
+    pytest.param(n, {"user_token": False}, id=f"{n}-no-user-token") for n in GENERATIVE
+]
+
+
+@pytest.mark.parametrize(("name", "extra"), SERVING)
+def test_serving_score_equals_training_path(name: str, extra: dict[str, Any], data: RankingData) -> None:
     """``score(history, candidates)`` gives each event the probability the batch path gives it."""
-    model = make(name, data)
+    model = make(name, data, **extra)
     model.eval()
     if model.input_kind == "sequences":
         w = sequence_windows(data, "test", model.max_len, model.max_len)
@@ -138,10 +143,11 @@ def test_serving_score_equals_training_path(name: str, data: RankingData) -> Non
 
 
 @pytest.mark.parametrize("name", GENERATIVE)
-def test_no_label_leak(name: str, data: RankingData) -> None:
+@pytest.mark.parametrize("user_token", [True, False])
+def test_no_label_leak(name: str, user_token: bool, data: RankingData) -> None:
     """Perturb the action (the label) of one event and of its same-second events: the prediction
     for that event must not move; perturbing an earlier event's action must move it."""
-    model = make(name, data)
+    model = make(name, data, user_token=user_token)
     model.eval()
     w = sequence_windows(data, "train", model.max_len, model.max_len)
     b = seq_batch(data, w, np.arange(len(w)))

@@ -41,6 +41,7 @@ from rankstream.models.generative import (
     bias_of,
     build_layers,
     hstu_layers,
+    prepend,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -56,7 +57,7 @@ class DFGR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.max_len = cfg.max_len
-        self.embed = TokenEmbedding(cfg, sizes.num_items, sizes.num_actions, sizes.num_genres, item_genres)
+        self.embed = TokenEmbedding(cfg, sizes, item_genres)
         self.layers = build_layers(cfg)
         self.heads = ActionHeads(cfg.dim, cfg.head_hidden, sizes.num_actions)
 
@@ -68,12 +69,22 @@ class DFGR(nn.Module):
         return self.embed.drop(real), self.embed.drop(fake)
 
     def forward(self, b: SeqBatch) -> RankOutput:
-        pos = time_positions(b.times, b.offsets)
+        shift = int(self.cfg.user_token)
+        pos = time_positions(b.times, b.offsets) + shift
         xr, xf = self.flows(b.items, b.actions, pos)
+        offsets, times, max_len = b.offsets, b.times, b.max_len
+        keep = torch.arange(xr.shape[0])
+        if shift:  # the user token u opens both flows (it carries no action)
+            u = self.embed.drop(self.embed.user_tokens(b.users, b.user_feats))
+            xr, _, _ = prepend(u, xr, b.offsets)
+            xf, _, _ = prepend(u, xf, b.offsets)
+            pos, _, _ = prepend(torch.zeros_like(b.users), pos, b.offsets)
+            times, offsets, keep = prepend(b.times[b.offsets[:-1]] - 1, b.times, b.offsets)
+            max_len += 1
         n_tok = xr.shape[0]
-        layout = JaggedLayout.of(b.offsets, b.max_len)
-        tp = pad_with(b.times, b.offsets, b.max_len, PAD_TIME, layout.index)
-        pp = pad_with(pos, b.offsets, b.max_len, 0, layout.index)
+        layout = JaggedLayout.of(offsets, max_len)
+        tp = pad_with(times, offsets, max_len, PAD_TIME, layout.index)
+        pp = pad_with(pos, offsets, max_len, 0, layout.index)
         index = bias_index(self.layers, pp, pp, tp, tp)
         for layer in hstu_layers(self.layers):
             x = torch.cat([xr, xf])
@@ -82,18 +93,24 @@ class DFGR(nn.Module):
             av_r, av_f = dual_flow_attention((q[:n_tok], k[:n_tok], v[:n_tok]), (q[n_tok:], k[n_tok:], v[n_tok:]),
                                              layout, self.cfg.num_heads, self.cfg.max_len, rab, tp)
             xr, xf = layer.output(x, torch.cat([av_r, av_f]), u).split(n_tok)
-        return self.heads(xf[b.target])
+        return self.heads(xf[keep[b.target]])
 
     @torch.no_grad()
     def score(self, request: RankRequest) -> torch.Tensor:
         h = request.hist_items[-self.max_len :]
         a = request.hist_actions[-self.max_len :]
         t = request.hist_times[-self.max_len :]
-        pos = time_positions(t, torch.tensor([0, h.numel()]))
+        n, shift = h.numel(), int(self.cfg.user_token)
+        pos = time_positions(t, torch.tensor([0, n])) + shift
         x_h = self.embed.item_token(h, pos) + self.embed.action(a)
+        ev = torch.arange(n)
+        if shift:
+            u = self.embed.user_tokens(torch.tensor([request.user]), request.user_feats[None])
+            x_h, pos, ev = torch.cat([u, x_h]), torch.cat([torch.zeros(1, dtype=torch.long), pos]), torch.cat([ev.new_full((1,), -1), ev])
+            t = torch.cat([(t[:1] if n else torch.tensor([request.now])) - 1, t])
         cand = request.candidates
-        x_c = self.embed.item_token(cand, torch.full_like(cand, h.numel())) + self.embed.action(torch.zeros_like(cand))
-        out = score_candidates(self.layers, x_h, pos, t, torch.arange(h.numel()), x_c, h.numel(), request.now, self.cfg.max_len)
+        x_c = self.embed.item_token(cand, torch.full_like(cand, n + shift)) + self.embed.action(torch.zeros_like(cand))
+        out = score_candidates(self.layers, x_h, pos, t, ev, x_c, n + shift, request.now, self.cfg.max_len)
         return torch.sigmoid(self.heads(out).logit)
 
 

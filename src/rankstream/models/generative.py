@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rankstream.data.ranking import FeatureSizes
 from rankstream.layers.attention import (
     JaggedLayout,
     candidate_attention,
@@ -44,28 +45,31 @@ class GenerativeRankConfig:
     time_bias: bool = True  # (bool) time-gap part of the relative attention bias
     num_time_buckets: int = 128  # (int) log time buckets of the bias
     head_hidden: int = 64  # (int) hidden size of the task heads
+    user_token: bool = True  # (bool) start every sequence with a user token (user id + profile fields)
 
     def layer_config(self) -> HSTUConfig:
         """The HSTU layer settings (relative positions span max_len + 1 event positions)."""
         return HSTUConfig(dim=self.dim, num_blocks=self.num_blocks, num_heads=self.num_heads, dqk=self.dqk,
-                          dv=self.dv, dropout=self.dropout, max_len=self.max_len + 1,
+                          dv=self.dv, dropout=self.dropout, max_len=self.max_len + 2,
                           time_bias=self.time_bias, num_time_buckets=self.num_time_buckets)
 
 
 class TokenEmbedding(nn.Module):
     item_genres: torch.Tensor
 
-    def __init__(self, cfg: GenerativeRankConfig, num_items: int, num_actions: int, num_genres: int,
-                 item_genres: torch.Tensor) -> None:
+    def __init__(self, cfg: GenerativeRankConfig, sizes: FeatureSizes, item_genres: torch.Tensor) -> None:
         super().__init__()
         d = cfg.dim
-        self.item = nn.Embedding(num_items + 1, d, padding_idx=0)
-        self.genre = nn.Embedding(num_genres + 1, d, padding_idx=0)
-        self.action = nn.Embedding(num_actions + 1, d)  # row 0: the placeholder action
-        self.pos = nn.Embedding(cfg.max_len + 2, d)
+        self.item = nn.Embedding(sizes.num_items + 1, d, padding_idx=0)
+        self.genre = nn.Embedding(sizes.num_genres + 1, d, padding_idx=0)
+        self.action = nn.Embedding(sizes.num_actions + 1, d)  # row 0: the placeholder action
+        self.pos = nn.Embedding(cfg.max_len + 3, d)
         self.drop = Dropout(cfg.dropout)
         self.register_buffer("item_genres", item_genres.clone().long())
-        for emb in (self.item, self.genre, self.action, self.pos):
+        self.user_token = cfg.user_token
+        self.user = nn.Embedding(sizes.num_users + 1, d) if cfg.user_token else None  # row 0: unknown user
+        self.user_side = nn.ModuleList(nn.Embedding(n, d) for n in sizes.user_fields) if cfg.user_token else None
+        for emb in (self.item, self.genre, self.action, self.pos, *([self.user, *(self.user_side or [])] if self.user else [])):
             nn.init.normal_(emb.weight, 0.0, 0.02)
         with torch.no_grad():
             self.item.weight[0].zero_()
@@ -78,6 +82,27 @@ class TokenEmbedding(nn.Module):
 
     def action_token(self, actions: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return self.action(actions) + self.pos(pos)
+
+    def user_tokens(self, users: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+        """(B, d) the user token u of HSTU / DFGR's sequences: user id + profile fields, position 0."""
+        assert self.user is not None and self.user_side is not None
+        x = self.user(users + 1) + self.pos(torch.zeros_like(users))
+        for i, emb in enumerate(self.user_side):
+            x = x + emb(feats[:, i])
+        return x
+
+
+def prepend(first: torch.Tensor, rest: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Jagged ``rest`` (T, ...) with row b of ``first`` (B, ...) put in front of sequence b.
+
+    Returns the merged (T + B, ...) rows, the new offsets and, for each row of ``rest``, its
+    index in the merged rows.
+    """
+    b = offsets.numel() - 1
+    new_offsets = offsets + torch.arange(b + 1)
+    rest_idx = torch.arange(rest.shape[0]) + torch.repeat_interleave(torch.arange(1, b + 1), offsets.diff(), output_size=rest.shape[0])
+    order = torch.argsort(torch.cat([new_offsets[:-1], rest_idx]))
+    return torch.cat([first, rest])[order], new_offsets, rest_idx
 
 
 class ActionHeads(nn.Module):

@@ -35,6 +35,7 @@ from rankstream.models.generative import (
     bias_of,
     build_layers,
     hstu_layers,
+    prepend,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -51,7 +52,7 @@ class HSTURank(nn.Module):
         self.cfg = cfg
         self.max_len = cfg.max_len
         self.norm_len = 2 * cfg.max_len
-        self.embed = TokenEmbedding(cfg, sizes.num_items, sizes.num_actions, sizes.num_genres, item_genres)
+        self.embed = TokenEmbedding(cfg, sizes, item_genres)
         self.layers = build_layers(cfg)
         self.heads = ActionHeads(cfg.dim, cfg.head_hidden, sizes.num_actions)
 
@@ -63,9 +64,19 @@ class HSTURank(nn.Module):
         return (self.embed.drop(tok.flatten(0, 1)), times.repeat_interleave(2), pos.repeat_interleave(2), ev)
 
     def forward(self, b: SeqBatch) -> RankOutput:
-        pos = time_positions(b.times, b.offsets)
+        shift = int(self.cfg.user_token)
+        pos = time_positions(b.times, b.offsets) + shift
         x, t2, p2, ev = self.interleave(b.items, b.actions, b.times, pos)
-        layout = JaggedLayout.of(2 * b.offsets, 2 * b.max_len)
+        offsets, max_len = 2 * b.offsets, 2 * b.max_len
+        keep = torch.arange(x.shape[0])
+        if shift:  # the user token u opens the sequence: (u, Phi_0, a_0, Phi_1, a_1, ...)
+            u = self.embed.drop(self.embed.user_tokens(b.users, b.user_feats))
+            x, _, _ = prepend(u, x, offsets)
+            p2, _, _ = prepend(torch.zeros_like(b.users), p2, offsets)
+            ev, _, _ = prepend(-1 - torch.arange(b.users.numel()), ev, offsets)
+            t2, offsets, keep = prepend(b.times[b.offsets[:-1]] - 1, t2, offsets)
+            max_len += 1
+        layout = JaggedLayout.of(offsets, max_len)
         tp = pad_with(t2, layout.offsets, layout.max_len, PAD_TIME, layout.index)
         pp = pad_with(p2, layout.offsets, layout.max_len, 0, layout.index)
         evp = pad_with(ev, layout.offsets, layout.max_len, -1, layout.index)
@@ -76,17 +87,22 @@ class HSTURank(nn.Module):
             rab = bias_of(layer, index)
             av = pointwise_attention(q, k, v, layout, self.cfg.num_heads, self.norm_len, rab, vis)
             x = layer.output(x, av, u)
-        return self.heads(x[0::2][b.target])
+        return self.heads(x[keep[0::2][b.target]])
 
     @torch.no_grad()
     def score(self, request: RankRequest) -> torch.Tensor:
         h = request.hist_items[-self.max_len :]
         a = request.hist_actions[-self.max_len :]
         t = request.hist_times[-self.max_len :]
-        pos = time_positions(t, torch.tensor([0, h.numel()]))
+        n, shift = h.numel(), int(self.cfg.user_token)
+        pos = time_positions(t, torch.tensor([0, n])) + shift
         x_h, t2, p2, ev = self.interleave(h, a, t, pos)
-        x_c = self.embed.item_token(request.candidates, torch.full_like(request.candidates, h.numel()))
-        out = score_candidates(self.layers, x_h, p2, t2, ev, x_c, h.numel(), request.now, self.norm_len)
+        if shift:
+            u = self.embed.user_tokens(torch.tensor([request.user]), request.user_feats[None])
+            x_h, p2, ev = torch.cat([u, x_h]), torch.cat([torch.zeros(1, dtype=torch.long), p2]), torch.cat([ev.new_full((1,), -1), ev])
+            t2 = torch.cat([(t[:1] if n else torch.tensor([request.now])) - 1, t2])
+        x_c = self.embed.item_token(request.candidates, torch.full_like(request.candidates, n + shift))
+        out = score_candidates(self.layers, x_h, p2, t2, ev, x_c, n + shift, request.now, self.norm_len)
         return torch.sigmoid(self.heads(out).logit)
 
 
