@@ -19,3 +19,6 @@ for ds in $DATASETS; do
   done
 done
 python3 benchmarks/ranking_table.py results/ranking
+for ds in $DATASETS; do
+  python3 benchmarks/ranking_cost.py --dataset "$ds" --data-dir "$DATA" --out "results/ranking/cost_$ds.json" --threads 2 --steps 40
+done
