@@ -49,3 +49,28 @@ def to_jagged(
 def last_positions(offsets: torch.Tensor) -> torch.Tensor:
     """Flat index of each sequence's last (most recent) token."""
     return offsets[1:] - 1
+
+
+def time_positions(times: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Position of each token counted in *strictly earlier* tokens of its sequence, (T,).
+
+    Tokens with equal times (events of the same second) share a position: the number of
+    tokens before the first of them. Without ties this equals :func:`positions`.
+    """
+    total = times.numel()
+    idx = torch.arange(total, device=times.device)
+    start = torch.repeat_interleave(offsets[:-1], lengths_of(offsets), output_size=total)
+    new = idx == start
+    if total > 1:
+        new[1:] |= times[1:] != times[:-1]
+    first = torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), dim=0).values
+    return first - start
+
+
+def pad_with(values: torch.Tensor, offsets: torch.Tensor, max_len: int, fill: int | float, index: torch.Tensor | None = None) -> torch.Tensor:
+    """(T,) jagged -> (B, max_len) right-padded with ``fill`` instead of zeros."""
+    b = offsets.numel() - 1
+    if index is None:
+        index = padded_index(offsets, max_len, values.shape[0])
+    out = values.new_full((b * max_len,), fill)
+    return out.index_copy(0, index, values).view(b, max_len)

@@ -1,3 +1,16 @@
 """Models, one file per family; importing this package registers them."""
 
-from rankstream.models import cascade, hstu, reader, sasrec, tesla  # noqa: F401  (registration)
+from rankstream.models import (  # noqa: F401  (registration)
+    cascade,
+    dcn,
+    deepfm,
+    dfgr,
+    dien,
+    din,
+    hstu,
+    hstu_rank,
+    lr,
+    reader,
+    sasrec,
+    tesla,
+)

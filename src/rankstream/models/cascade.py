@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rankstream.layers.fields import FieldEmbedding, MLPTower
+from rankstream.layers.fields import HashedFieldEmbedding
+from rankstream.layers.mlp import mlp_tower
 from rankstream.registry import register_model
 
 
@@ -37,14 +38,14 @@ class CascadeNet(nn.Module):
     def __init__(self, cfg: CascadeConfig, field_sizes: tuple[int, ...]) -> None:
         super().__init__()
         self.cfg = cfg
-        self.cvr_emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.refund_emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.shared_emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse) if cfg.shared_embeddings else None
+        self.cvr_emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.refund_emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.shared_emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse) if cfg.shared_embeddings else None
         width = self.cvr_emb.out_dim * (2 if cfg.shared_embeddings else 1)
-        self.cvr_tower = MLPTower(width, cfg.hidden)
-        self.refund_tower = MLPTower(width, cfg.hidden)
+        self.cvr_tower = mlp_tower(width, cfg.hidden)
+        self.refund_tower = mlp_tower(width, cfg.hidden)
 
-    def _input(self, emb: FieldEmbedding, ids: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+    def _input(self, emb: HashedFieldEmbedding, ids: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
         x = emb(ids)
         return x if shared is None else torch.cat([x, shared], dim=1)
 
@@ -68,8 +69,8 @@ class AuxNet(nn.Module):
 
     def __init__(self, cfg: CascadeConfig, field_sizes: tuple[int, ...], heads: int) -> None:
         super().__init__()
-        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.tower = MLPTower(self.emb.out_dim, cfg.hidden, out_dim=heads)
+        self.emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.tower = mlp_tower(self.emb.out_dim, cfg.hidden, out_dim=heads)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.tower(self.emb(ids))  # (B, heads)

@@ -65,12 +65,20 @@ class HSTULayer(nn.Module):
         q_times: torch.Tensor | None,
         k_times: torch.Tensor | None,
     ) -> torch.Tensor:
-        normed = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
-        u, v, q, k = F.silu(normed @ self.uvqk).split(self.split, dim=-1)  # Eq. 1
+        u, v, q, k = self.project(x)
         rab = self.bias(layout.max_len, q_times, k_times)
         av = pointwise_attention(q, k, v, layout, self.cfg.num_heads, self.cfg.max_len, rab)  # Eq. 2
+        return self.output(x, av, u)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Eq. 1: ``U, V, Q, K = Split(SiLU(f1(LN(X))))`` (also used by the ranking models)."""
+        normed = F.layer_norm(x, (x.shape[-1],), eps=1e-6)
+        return tuple(F.silu(normed @ self.uvqk).split(self.split, dim=-1))
+
+    def output(self, x: torch.Tensor, av: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """Eq. 3 plus the residual: ``X + f2(Norm(A V) * U)``."""
         av = F.layer_norm(av, (av.shape[-1],), eps=1e-6)
-        return x + self.out(self.drop(av * u))  # Eq. 3 + residual
+        return x + self.out(self.drop(av * u))
 
 
 class HSTU(nn.Module):

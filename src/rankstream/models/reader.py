@@ -17,7 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rankstream.layers.fields import FieldEmbedding, MLPTower
+from rankstream.layers.fields import HashedFieldEmbedding
+from rankstream.layers.mlp import mlp_tower
 from rankstream.registry import register_model
 
 
@@ -36,8 +37,8 @@ class SingleGMV(nn.Module):
 
     def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.mlp = MLPTower(self.emb.out_dim, (*cfg.bottom, *cfg.tower))
+        self.emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = mlp_tower(self.emb.out_dim, (*cfg.bottom, *cfg.tower))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.emb(ids)).squeeze(1).abs()
@@ -48,10 +49,10 @@ class DualExpertGMV(nn.Module):
 
     def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.bottom = MLPTower(self.emb.out_dim, cfg.bottom[:-1], out_dim=cfg.bottom[-1])
-        self.single = MLPTower(cfg.bottom[-1], cfg.tower)
-        self.multi = MLPTower(cfg.bottom[-1], cfg.tower)
+        self.emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.bottom = mlp_tower(self.emb.out_dim, cfg.bottom[:-1], out_dim=cfg.bottom[-1])
+        self.single = mlp_tower(cfg.bottom[-1], cfg.tower)
+        self.multi = mlp_tower(cfg.bottom[-1], cfg.tower)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.leaky_relu(self.bottom(self.emb(ids)))
@@ -63,8 +64,8 @@ class Router(nn.Module):
 
     def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.mlp = MLPTower(self.emb.out_dim, cfg.router_hidden)
+        self.emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = mlp_tower(self.emb.out_dim, cfg.router_hidden)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.emb(ids)).squeeze(1)
@@ -75,8 +76,8 @@ class Calibrator(nn.Module):
 
     def __init__(self, cfg: GMVConfig, field_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.emb = FieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
-        self.mlp = MLPTower(self.emb.out_dim, cfg.calibrator_hidden[:-1], out_dim=cfg.calibrator_hidden[-1])
+        self.emb = HashedFieldEmbedding(field_sizes, cfg.embed_dim, cfg.sparse)
+        self.mlp = mlp_tower(self.emb.out_dim, cfg.calibrator_hidden[:-1], out_dim=cfg.calibrator_hidden[-1])
         self.head = nn.Linear(cfg.calibrator_hidden[-1] + 2, 1)
 
     def forward(self, ids: torch.Tensor, elapsed: torch.Tensor, count: torch.Tensor) -> torch.Tensor:

@@ -194,7 +194,7 @@ class Trainer:
         sps = self.state.samples / max(self.state.train_seconds, 1e-9)
         self.console.print(
             f"epoch {epoch:3d} | loss {loss:.4f} | {seconds:6.1f} s | {sps:,.0f} samples/s | "
-            f"valid {key} {m[key]:.4f} hr@10 {m.get('hr@10', float('nan')):.4f}" + (" *" if improved else "")
+            f"valid {key} {m[key]:.4f}" + (f" hr@10 {m['hr@10']:.4f}" if "hr@10" in m else "") + (" *" if improved else "")
         )
         if self.writer is not None:
             for k, v in m.items():
