@@ -1,3 +1,3 @@
 """Models, one file per family; importing this package registers them."""
 
-from rankstream.models import hstu, sasrec  # noqa: F401  (registration)
+from rankstream.models import hstu, lares, plr, sasrec  # noqa: F401  (registration)
