@@ -287,6 +287,22 @@ def evaluate(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path) -> dict[st
             "eval_seconds": round(seconds / 2, 3)}
 
 
+def evaluate_variant(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path,
+                     weights_cfg: ExperimentConfig) -> dict[str, Any]:
+    """Evaluate weights trained under ``weights_cfg`` with ``cfg``'s inference-time settings.
+
+    For keys that do not change the weights (e.g. LARES's ``model.reasoning_steps``): the
+    checkpoint must match ``weights_cfg``; metrics and latency are measured under ``cfg``.
+    """
+    data, model, task = build(cfg, data_dir)
+    load_checkpoint(checkpoint, model, model_hash(weights_cfg, {"items": data.num_items}))
+    metrics, by_protocol, seconds = evaluate_splits(model, task)
+    return {"dataset": cfg.dataset, "model": cfg.model_name, "name": cfg.name, "config": cfg.to_dict(),
+            "checkpoint": str(checkpoint), "params": sum(p.numel() for p in model.parameters()),
+            "protocol": protocol_fields(cfg), "metrics": metrics, "metrics_by_protocol": by_protocol,
+            "eval_seconds": round(seconds / 2, 3), **latency(model, task)}
+
+
 register_task(
     "sequential", run=run, evaluate=evaluate,
     data_cls=DataConfig, train_cls=TrainConfig, eval_cls=EvalConfig,
