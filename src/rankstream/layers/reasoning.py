@@ -30,13 +30,13 @@ class StreamReasoningBlock(nn.Module):
         self.ln1 = nn.LayerNorm(dim)
         self.ln2 = nn.LayerNorm(dim)
         self.ctx_kv = nn.Linear(dim, 2 * dim)
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim, 2 * dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(), Dropout(dropout), nn.Linear(ffn_dim, dim))
         self.drop = Dropout(dropout)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., k * d) -> (..., H, k * e): heads first, so that chunk(k) splits q/k/v per head."""
         return x.unflatten(-1, (self.heads, x.shape[-1] // self.heads))
 
     def context(self, ctx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,10 +53,9 @@ class StreamReasoningBlock(nn.Module):
         ctx_mask (B, P, N) bool: context items position p may see. ``cache`` holds each
         earlier step's (keys, values) (B, P, M, H, e) of the streams; this step's are appended.
         """
-        h = self.ln1(x)
-        q = self._split(self.q(h)) / (x.shape[-1] // self.heads) ** 0.5  # (B, P, M, H, e)
-        k, v = self.kv(h).chunk(2, dim=-1)
-        cache.append((self._split(k), self._split(v)))
+        q, k, v = self._split(self.qkv(self.ln1(x))).chunk(3, dim=-1)  # (B, P, M, H, e) each
+        q = q / q.shape[-1] ** 0.5
+        cache.append((k, v))
         ks = torch.stack([c[0] for c in cache], dim=3)  # (B, P, M, t, H, e)
         vs = torch.stack([c[1] for c in cache], dim=3)
         kc, vc = ctx_kv

@@ -28,7 +28,7 @@ from rankstream.data.jagged import (
 )
 from rankstream.data.prepare import SequenceData, prepare_sequences
 from rankstream.data.split import Split, SplitView, leave_one_out
-from rankstream.eval.latency import per_user_latency
+from rankstream.eval.latency import measure_latency
 from rankstream.eval.ranking import metrics_from_ranks, ranks_of_targets
 from rankstream.models.base import SequenceModel, user_states
 from rankstream.objectives.softmax import full_softmax_loss, sampled_softmax_loss
@@ -176,18 +176,21 @@ class SequentialTask:
 
 
 @torch.no_grad()
-def latency(model: Any, task: SequentialTask, users: int = 200) -> dict[str, float]:
-    """Per-user inference latency: encode one test user, score all items, take the top 10."""
+def latency(model: Any, task: SequentialTask, users: int = 1024, batch: int = 128,
+            singles: int = 200) -> dict[str, float]:
+    """Inference latency per user on test users (see ``eval/latency.py``): batches of
+    ``batch`` users, and ``singles`` users one at a time; encode, score all items, top 10."""
     model.eval()
     view = task.views["test"]
     rows = np.unique(np.linspace(0, len(view) - 1, min(users, len(view))).astype(np.int64))
-    batches = [eval_batch(task.data, view, rows[i : i + 1], task.max_len) for i in range(len(rows))]
-    items = model.item_vectors()  # precomputed, as a serving cache holds them
+    batches = [eval_batch(task.data, view, rows[i : i + batch], task.max_len) for i in range(0, len(rows), batch)]
+    ones = [eval_batch(task.data, view, rows[i : i + 1], task.max_len) for i in range(min(singles, len(rows)))]
+    items = model.item_vectors()
 
-    def serve_one(i: int) -> torch.Tensor:
-        return torch.topk(last_states(model, batches[i]) @ items.t(), k=10).indices
+    def serve(b: JaggedBatch) -> torch.Tensor:
+        return torch.topk(last_states(model, b) @ items.t(), k=10).indices
 
-    return per_user_latency(serve_one, len(batches))
+    return measure_latency(serve, batches, len(rows), ones)
 
 
 # -- the experiment runner ----------------------------------------------------------------
@@ -284,7 +287,7 @@ def evaluate(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path) -> dict[st
     metrics, by_protocol, seconds = evaluate_splits(model, task)
     return {"dataset": cfg.dataset, "model": cfg.model_name, "checkpoint": str(checkpoint),
             "protocol": protocol_fields(cfg), "metrics": metrics, "metrics_by_protocol": by_protocol,
-            "eval_seconds": round(seconds / 2, 3)}
+            "eval_seconds": round(seconds / 2, 3), **latency(model, task)}
 
 
 def evaluate_variant(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path,
