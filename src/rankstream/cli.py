@@ -131,7 +131,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rankstream.train.sweep import parse_values, sweep
 
     summary = sweep(Path(args.config), data_dir_of(args), args.param, parse_values(args.values),
-                    Path(args.out), args.overrides, args.mode, console)
+                    Path(args.out), args.overrides, args.mode, console,
+                    Path(args.from_checkpoint) if args.from_checkpoint else None)
     for p in summary["points"]:
         console.print(f"{args.param}={p['value']}: test ndcg@10 {p['test_ndcg@10']:.4f}, "
                       f"{p['latency_ms_per_user']:.2f} ms/user")
@@ -165,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("--out", required=True, help="folder for result JSONs, sweep.json, sweep.png")
     sw.add_argument("--mode", choices=["train", "infer"], default="train",
                     help="train: one bench per value; infer: train once, evaluate each value")
+    sw.add_argument("--from-checkpoint", default=None,
+                    help="infer mode: evaluate this checkpoint (trained with the config) instead of training")
     rep = sub.add_parser("report", help="Markdown table + plots from result JSON files")
     rep.add_argument("results", nargs="+")
     rep.add_argument("--out", default="results/report")

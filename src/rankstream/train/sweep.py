@@ -51,8 +51,13 @@ def _cfg(config: Path, overrides: list[str], extra: list[str]) -> ExperimentConf
 
 
 def sweep(config: Path, data_dir: Path, param: str, values: list[Any], out: Path,
-          overrides: list[str], mode: Mode, console: Console) -> dict[str, Any]:
-    """Run the sweep; returns the summary written to ``out/sweep.json``."""
+          overrides: list[str], mode: Mode, console: Console,
+          from_checkpoint: Path | None = None) -> dict[str, Any]:
+    """Run the sweep; returns the summary written to ``out/sweep.json``.
+
+    ``from_checkpoint`` (infer mode): evaluate an existing checkpoint, trained with this config
+    and overrides, instead of training one.
+    """
     from rankstream.train.sequential import evaluate_variant
 
     slug = param.split(".")[-1]
@@ -68,12 +73,15 @@ def sweep(config: Path, data_dir: Path, param: str, values: list[Any], out: Path
                     points.append(_point(v, r))
         else:
             trained = _cfg(config, overrides, [f"train.checkpoint_dir={out}/ckpt/trained"])
-            r = run_experiment(trained, data_dir, d, console)
-            if r is not None:
-                _write(r, out / "trained.json")
+            if from_checkpoint is None:
+                r = run_experiment(trained, data_dir, d, console)
+                if r is not None:
+                    _write(r, out / "trained.json")
+                    from_checkpoint = Path(r["checkpoint"])
+            if from_checkpoint is not None:
                 for v in values:
-                    cfg = _cfg(config, overrides, [f"{param}={v}", f"train.checkpoint_dir={out}/ckpt/trained"])
-                    rv = evaluate_variant(cfg, data_dir, Path(r["checkpoint"]), trained)
+                    cfg = _cfg(config, overrides, [f"{param}={v}"])
+                    rv = evaluate_variant(cfg, data_dir, from_checkpoint, trained)
                     _write(rv, out / f"{slug}={v}.json")
                     points.append(_point(v, rv))
     finally:
