@@ -41,3 +41,18 @@ def write_config(folder: Path, model: dict, data_path: str, **sections: dict) ->
     p = folder / f"{model['name']}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
+
+
+BEAUTY = DATA / "amazon_s3rec" / "Beauty.txt.gz"
+needs_beauty = pytest.mark.skipif(
+    not BEAUTY.is_file(), reason=f"real data not found at {BEAUTY} (set RANKSTREAM_DATA)"
+)
+
+
+def beauty_slice(folder: Path, users: int) -> Path:
+    """Write the first ``users`` lines of the real Amazon Beauty file to folder/beauty.txt."""
+    with gzip.open(BEAUTY, "rt") as f:
+        lines = [next(f) for _ in range(users)]
+    out = folder / "beauty.txt"
+    out.write_text("".join(lines))
+    return out

@@ -11,6 +11,7 @@
     rankstream export       CHECKPOINT --format onnx|torch_export --out DIR
     rankstream data simulate cascade|trace --out DIR [--seed N] [--size N]
     rankstream stream-report RESULT.json|DIR ... [--out DIR]
+    rankstream sweep        --config C --param KEY --values V1,V2,.. --out DIR [--mode train|infer] [key=value ...]
 
 Expected errors (bad config, bad data, unknown names, wrong checkpoint) print one line and
 exit with status 2; a traceback means a bug.
@@ -237,6 +238,19 @@ def cmd_stream_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from rankstream.train.sweep import parse_values, sweep
+
+    summary = sweep(Path(args.config), data_dir_of(args), args.param, parse_values(args.values),
+                    Path(args.out), args.overrides, args.mode, console,
+                    Path(args.from_checkpoint) if args.from_checkpoint else None)
+    for p in summary["points"]:
+        console.print(f"{args.param}={p['value']}: test ndcg@10 {p['test_ndcg@10']:.4f}, "
+                      f"{p['latency_ms_per_user']:.2f} ms/user")
+    console.print(f"wrote {Path(args.out) / 'sweep.json'} and sweep.png")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="rankstream", description="From event log to served score.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -263,6 +277,14 @@ def parser() -> argparse.ArgumentParser:
     ev = exp("eval", cmd_eval, "evaluate a checkpoint on valid and test")
     ev.add_argument("--checkpoint", required=True)
     ev.add_argument("--out", default=None)
+    sw = exp("sweep", cmd_sweep, "train/evaluate over values of one key; plot NDCG@10 and latency")
+    sw.add_argument("--param", required=True, help="dotted key, e.g. model.reasoning_steps")
+    sw.add_argument("--values", required=True, help="comma-separated values, e.g. 0,1,2,3")
+    sw.add_argument("--out", required=True, help="folder for result JSONs, sweep.json, sweep.png")
+    sw.add_argument("--mode", choices=["train", "infer"], default="train",
+                    help="train: one bench per value; infer: train once, evaluate each value")
+    sw.add_argument("--from-checkpoint", default=None,
+                    help="infer mode: evaluate this checkpoint (trained with the config) instead of training")
     rep = sub.add_parser("report", help="Markdown table + plots from result JSON files")
     rep.add_argument("results", nargs="+")
     rep.add_argument("--out", default="results/report")

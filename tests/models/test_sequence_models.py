@@ -23,6 +23,11 @@ SMALL = {  # applied where the model's config has the field
 }
 
 
+def _small(name: str) -> dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(MODELS.get(name).config_cls)}
+    return {k: v for k, v in SMALL.items() if k in fields}
+
+
 def variants() -> list[Any]:
     out = []
     for name in MODELS.names():
@@ -32,12 +37,14 @@ def variants() -> list[Any]:
         fields = {f.name for f in dataclasses.fields(entry.config_cls)}
         small = {k: v for k, v in SMALL.items() if k in fields}
         extra: list[dict[str, Any]] = [{}]
+        if "encoder" in fields:  # a wrapper (LARES, PLR): small configs of each backbone
+            extra = [{"backbone": b, "encoder": _small(b)} for b in ("sasrec", "hstu")]
         if "time_bias" in fields:
             extra = [{"time_bias": True}, {"time_bias": False}]
         if "l2_norm" in fields:
             extra = extra + [{**extra[-1], "l2_norm": False}]
         for e in extra:
-            tag = name + "".join(f"-{k}={v}" for k, v in e.items())
+            tag = name + "".join(f"-{k}={v}" for k, v in e.items() if k != "encoder")
             out.append(pytest.param(name, {**small, **e}, id=tag))
     return out
 

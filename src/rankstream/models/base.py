@@ -29,3 +29,19 @@ class SequenceModel(Protocol):
     ) -> torch.Tensor: ...
 
     def item_vectors(self) -> torch.Tensor: ...
+
+
+def user_states(
+    model: SequenceModel, ids: torch.Tensor, offsets: torch.Tensor, max_len: int,
+    times: torch.Tensor | None = None, next_times: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, d): the state after each sequence's last item, i.e. what ranking and serving need.
+
+    A model may define ``encode_last`` (same arguments) to compute only these rows (e.g. PLR
+    reasons only at the last position); otherwise the last rows of ``encode`` are taken.
+    """
+    fn = getattr(model, "encode_last", None)
+    if fn is not None:
+        out: torch.Tensor = fn(ids, offsets, max_len, times, next_times)
+        return out
+    return model.encode(ids, offsets, max_len, times, next_times)[offsets[1:] - 1]

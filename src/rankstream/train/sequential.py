@@ -28,14 +28,16 @@ from rankstream.data.jagged import (
 )
 from rankstream.data.prepare import SequenceData, item_ids_digest, prepare_sequences, resolve_source
 from rankstream.data.split import Split, SplitView, leave_one_out, train_windows
+from rankstream.eval.latency import measure_latency
 from rankstream.eval.ranking import metrics_from_ranks, ranks_of_targets
-from rankstream.models.base import SequenceModel
+from rankstream.models.base import SequenceModel, user_states
 from rankstream.objectives.softmax import full_softmax_loss, sampled_softmax_loss
 from rankstream.registry import MODELS, register_task
 from rankstream.train.checkpoint import load_checkpoint
 from rankstream.train.distributed import Dist
 from rankstream.train.experiment import checkpoint_dir, model_hash, result_fields
 from rankstream.train.loop import Trainer
+from rankstream.train.post_training import phase_one_config, post_train
 
 # Evaluation protocols: rank all items; mask the items of the model's input window (the
 # HSTU repository's evaluation); mask the user's whole history (RecBole's convention).
@@ -52,6 +54,14 @@ def encode_batch(model: SequenceModel, batch: JaggedBatch) -> torch.Tensor:
     if model.needs_timestamps:
         times, next_times = batch.times, batch.next_times
     return model.encode(batch.ids, batch.offsets, batch.max_len, times, next_times)
+
+
+def last_states(model: SequenceModel, batch: JaggedBatch) -> torch.Tensor:
+    """(B, d) state after each sequence's last item (see :func:`models.base.user_states`)."""
+    times = next_times = None
+    if model.needs_timestamps:
+        times, next_times = batch.times, batch.next_times
+    return user_states(model, batch.ids, batch.offsets, batch.max_len, times, next_times)
 
 
 @dataclass
@@ -92,15 +102,25 @@ class SequentialTask:
         states = encode_batch(model, batch)
         items = model.item_vectors()
         assert batch.targets is not None
+        loss = self.next_item_loss(states, batch.targets, items, gen)
+        # Optional hook: a model with extra training objectives (e.g. LARES's alignment
+        # losses, PLR's diversity and contrastive terms) adds them, as sums over positions,
+        # using the same next-item objective on any states it wants to supervise.
+        aux = getattr(model, "auxiliary_loss", None)
+        if aux is not None:
+            loss = loss + aux(batch.targets, items, lambda s, t: self.next_item_loss(s, t, items, gen))
+        return loss, batch.targets.numel()
+
+    def next_item_loss(self, states: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
+                       gen: torch.Generator) -> torch.Tensor:
+        """The configured next-item objective (sum over positions) of ``states`` (P, d)."""
         cfg = self.train_cfg
         if cfg.loss == "full_softmax":
-            loss = full_softmax_loss(states, batch.targets, items, cfg.temperature)
-        else:
-            loss = sampled_softmax_loss(
-                states, batch.targets, items, cfg.num_negatives, cfg.temperature, gen,
-                shared_negatives=cfg.shared_negatives,
-            )
-        return loss, batch.targets.numel()
+            return full_softmax_loss(states, targets, items, cfg.temperature)
+        return sampled_softmax_loss(
+            states, targets, items, cfg.num_negatives, cfg.temperature, gen,
+            shared_negatives=cfg.shared_negatives,
+        )
 
     def _mask(self, view: SplitView, rows: np.ndarray, batch: JaggedBatch, protocol: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Items to remove from the ranking under ``protocol`` (see :data:`PROTOCOLS`)."""
@@ -147,8 +167,7 @@ class SequentialTask:
         for b in range(0, len(view), bs):
             rows = order[b : b + bs]
             batch = eval_batch(self.data, view, rows, self.max_len)
-            states = encode_batch(model, batch)
-            scores = states[batch.offsets[1:] - 1] @ items.t()  # (B, N + 1): last position
+            scores = last_states(model, batch) @ items.t()  # (B, N + 1): last position
             assert batch.target is not None
             for p in protocols:
                 ranks[p].append(ranks_of_targets(scores, batch.target, self._mask(view, rows, batch, p)))
@@ -157,6 +176,24 @@ class SequentialTask:
         for m in out.values():
             m["seconds"] = seconds
         return out
+
+
+@torch.no_grad()
+def latency(model: Any, task: SequentialTask, users: int = 1024, batch: int = 128,
+            singles: int = 200) -> dict[str, float]:
+    """Inference latency per user on test users (see ``eval/latency.py``): batches of
+    ``batch`` users, and ``singles`` users one at a time; encode, score all items, top 10."""
+    model.eval()
+    view = task.views["test"]
+    rows = np.unique(np.linspace(0, len(view) - 1, min(users, len(view))).astype(np.int64))
+    batches = [eval_batch(task.data, view, rows[i : i + batch], task.max_len) for i in range(0, len(rows), batch)]
+    ones = [eval_batch(task.data, view, rows[i : i + 1], task.max_len) for i in range(min(singles, len(rows)))]
+    items = model.item_vectors()
+
+    def serve(b: JaggedBatch) -> torch.Tensor:
+        return torch.topk(last_states(model, b) @ items.t(), k=10).indices
+
+    return measure_latency(serve, batches, len(rows), ones)
 
 
 # -- the experiment runner ----------------------------------------------------------------
@@ -232,15 +269,21 @@ def run(cfg: ExperimentConfig, data_dir: Path, d: Dist, console: Console) -> dic
             f"{data.num_items:,} items, {data.stats['events']:,} events, "
             f"{sum(p.numel() for p in model.parameters()):,} params, {cfg.train.num_threads} threads, world {d.world}"
         )
-    state = Trainer(model, task, cfg, ckpt, mhash, d, console, checkpoint_facts(data, data_dir, cfg)).fit()
+    cfg1, phase2_budget = phase_one_config(model, cfg)  # a model with a 2nd phase splits the budget
+    state = Trainer(model, task, cfg1, ckpt, mhash, d, console, checkpoint_facts(data, data_dir, cfg)).fit()
+    post = post_train(model, task, cfg, ckpt, mhash, d, console, phase2_budget, state)
     if not d.main:
         return None
     tag = "last" if cfg.data.train_on_valid else "best"  # valid is optimistic: no selection on it
-    if (ckpt / tag / "state.json").is_file():
-        load_checkpoint(ckpt / tag, model, mhash)
+    best = Path(post["checkpoint"]) if post else ckpt / tag
+    if (best / "state.json").is_file():
+        load_checkpoint(best, model, mhash)
     metrics, by_protocol, eval_seconds = evaluate_splits(model, task)
+    extra: dict[str, Any] = {"post_training": post, "checkpoint": str(best)} if post else {}
     return {
         **result_fields(cfg, model, state, d, t_start, ckpt, tag),
+        **extra,
+        **latency(model, task),
         "model_hash": mhash,
         "protocol": protocol_fields(cfg),
         "data": {**data.stats, "path": cfg.data.path, "has_real_timestamps": data.has_real_timestamps},
@@ -258,7 +301,23 @@ def evaluate(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path) -> dict[st
     metrics, by_protocol, seconds = evaluate_splits(model, task)
     return {"dataset": cfg.dataset, "model": cfg.model_name, "checkpoint": str(checkpoint),
             "protocol": protocol_fields(cfg), "metrics": metrics, "metrics_by_protocol": by_protocol,
-            "eval_seconds": round(seconds / 2, 3)}
+            "eval_seconds": round(seconds / 2, 3), **latency(model, task)}
+
+
+def evaluate_variant(cfg: ExperimentConfig, data_dir: Path, checkpoint: Path,
+                     weights_cfg: ExperimentConfig) -> dict[str, Any]:
+    """Evaluate weights trained under ``weights_cfg`` with ``cfg``'s inference-time settings.
+
+    For keys that do not change the weights (e.g. LARES's ``model.reasoning_steps``): the
+    checkpoint must match ``weights_cfg``; metrics and latency are measured under ``cfg``.
+    """
+    data, model, task = build(cfg, data_dir)
+    load_checkpoint(checkpoint, model, model_hash(weights_cfg, {"items": data.num_items}))
+    metrics, by_protocol, seconds = evaluate_splits(model, task)
+    return {"dataset": cfg.dataset, "model": cfg.model_name, "name": cfg.name, "config": cfg.to_dict(),
+            "checkpoint": str(checkpoint), "params": sum(p.numel() for p in model.parameters()),
+            "protocol": protocol_fields(cfg), "metrics": metrics, "metrics_by_protocol": by_protocol,
+            "eval_seconds": round(seconds / 2, 3), **latency(model, task)}
 
 
 register_task(

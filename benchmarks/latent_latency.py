@@ -1,0 +1,64 @@
+"""Per-user inference latency of trained backbone / LARES / PLR checkpoints, measured round-robin.
+
+The development machine is shared, so the latency that ``rankstream bench`` records varies
+with whatever else runs. Here every model is measured in turn, ``--rounds`` times, and the
+median per model is reported: slow periods hit all models alike. LARES is measured at each
+inference depth in ``--lares-steps`` (same weights).
+
+    PYTHONPATH=src python3 benchmarks/latent_latency.py --dataset beauty --data-dir ../shared/data \
+        --runs runs/latent --out results/latent/latency_beauty.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rankstream.config import load_config
+from rankstream.train.checkpoint import load_checkpoint
+from rankstream.train.experiment import model_hash, set_threads
+from rankstream.train.sequential import build, latency
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--runs", default="runs/latent", help="folder of <dataset>-<model>/best checkpoints")
+    ap.add_argument("--lares-steps", default="0,1,2,3,4")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    variants: list[tuple[str, str, list[str]]] = [("sasrec", "sasrec", []), ("plr", "plr", [])]
+    variants += [(f"lares@{k}", "lares", [f"model.reasoning_steps={k}"]) for k in a.lares_steps.split(",")]
+    loaded: dict[str, Any] = {}
+    for label, model_name, over in variants:
+        cfg = load_config(f"configs/{a.dataset}/{model_name}.yaml", over)
+        set_threads(cfg)
+        data, model, task = build(cfg, Path(a.data_dir))
+        weights = load_config(f"configs/{a.dataset}/{model_name}.yaml")
+        load_checkpoint(Path(a.runs) / f"{a.dataset}-{model_name}" / "best", model,
+                        model_hash(weights, {"items": data.num_items}))
+        loaded[label] = (model, task)
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in loaded}
+    for _ in range(a.rounds):
+        for label, (model, task) in loaded.items():
+            with torch.no_grad():
+                runs[label].append(latency(model, task))
+    out = {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in runs.items()}
+    base = out["sasrec"]["latency_ms_per_user"]
+    for label, m in out.items():
+        m["ratio_to_backbone"] = round(m["latency_ms_per_user"] / base, 3)
+        print(f"{label:10s} {m['latency_ms_per_user']:.4f} ms/user (x{m['ratio_to_backbone']:.2f}), "
+              f"single request {m['latency_ms_single_user']:.3f} ms")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps({"dataset": a.dataset, "rounds": a.rounds, "latency": out}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""LARES and PLR: exact reduction to the backbone, auxiliary objectives, RL and stream diversity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from rankstream.config import DataConfig, EvalConfig, TrainConfig, build
+from rankstream.data.jagged import epoch_batches, train_batch
+from rankstream.data.prepare import prepare_sequences
+from rankstream.models.base import user_states
+from rankstream.objectives.grpo import group_advantages, ndcg_reward
+from rankstream.objectives.softmax import full_softmax_loss
+from rankstream.registry import MODELS
+from rankstream.train.post_training import PostTrainingTask
+from rankstream.train.sequential import SequentialTask, encode_batch
+from shared_data import beauty_slice, needs_beauty
+
+N_ITEMS = 41
+ENCODERS: dict[str, dict[str, Any]] = {
+    "sasrec": {"dim": 16, "num_blocks": 2, "num_heads": 2, "ffn_dim": 16, "dropout": 0.2, "max_len": 12},
+    "hstu": {"dim": 16, "num_blocks": 2, "num_heads": 2, "dqk": 8, "dv": 8, "dropout": 0.2,
+             "max_len": 12, "time_bias": True, "num_time_buckets": 16},
+}
+
+
+def make(name: str, backbone: str, seed: int = 0, **kw: Any) -> torch.nn.Module:
+    entry = MODELS.get(name)
+    cfg = build(entry.config_cls, {"backbone": backbone, "encoder": ENCODERS[backbone], **kw}, "model")
+    torch.manual_seed(seed)
+    model: torch.nn.Module = entry.build(cfg, num_items=N_ITEMS)
+    return model
+
+
+def batch(lengths: list[int], seed: int = 0) -> dict[str, Any]:
+    g = torch.Generator().manual_seed(seed)
+    offsets = torch.zeros(len(lengths) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(lengths).cumsum(0)
+    total = int(offsets[-1])
+    t = torch.randint(0, 10**6, (total + 1,), generator=g).sort().values
+    return {"ids": torch.randint(1, N_ITEMS + 1, (total,), generator=g), "offsets": offsets,
+            "max_len": max(lengths), "times": t[:-1], "next_times": t[1:]}
+
+
+def enc(model: Any, b: dict[str, Any]) -> torch.Tensor:
+    return model.encode(b["ids"], b["offsets"], b["max_len"], b["times"], b["next_times"])
+
+
+LENGTHS = [5, 1, 12, 3, 8]
+REDUCTIONS = [("lares", {"reasoning_steps": 0, "train_steps_min": 0, "train_steps_max": 0}),
+              ("plr", {"num_streams": 1})]
+
+
+@pytest.mark.parametrize("backbone", sorted(ENCODERS))
+@pytest.mark.parametrize(("name", "kw"), REDUCTIONS, ids=["lares-depth0", "plr-width1"])
+@pytest.mark.parametrize("training", [False, True])
+def test_reduces_exactly_to_backbone(name: str, kw: dict[str, Any], backbone: str, training: bool) -> None:
+    model = make(name, backbone, **kw)
+    base = MODELS.get(backbone).build(model.cfg.encoder, num_items=N_ITEMS)  # type: ignore[union-attr]
+    base.load_state_dict(model.backbone.state_dict())  # type: ignore[union-attr]
+    b = batch(LENGTHS)
+    model.train(training)
+    base.train(training)
+    torch.manual_seed(7)
+    ours = enc(model, b)
+    torch.manual_seed(7)
+    theirs = enc(base, b)
+    assert torch.equal(ours, theirs)
+    assert torch.equal(model.item_vectors(), base.item_vectors())  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("backbone", sorted(ENCODERS))
+def test_lares_depth_changes_output_and_eval_is_deterministic(backbone: str) -> None:
+    model = make("lares", backbone, reasoning_steps=2).eval()
+    b = batch(LENGTHS)
+    with torch.no_grad():
+        two = enc(model, b)
+        assert torch.equal(two, enc(model, b))
+        model.cfg = build(type(model.cfg), {"backbone": backbone, "encoder": ENCODERS[backbone],  # type: ignore[assignment]
+                                            "reasoning_steps": 0}, "model")
+        assert not torch.allclose(two, enc(model, b))
+
+
+@pytest.mark.parametrize("backbone", sorted(ENCODERS))
+def test_plr_last_position_path_matches_full_encode(backbone: str) -> None:
+    model = make("plr", backbone, num_streams=4).eval()
+    b = batch(LENGTHS, seed=3)
+    with torch.no_grad():
+        full = enc(model, b)[b["offsets"][1:] - 1]
+        last = user_states(model, b["ids"], b["offsets"], b["max_len"], b["times"], b["next_times"])  # type: ignore[arg-type]
+    torch.testing.assert_close(last, full, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", sorted(ENCODERS))
+@pytest.mark.parametrize(("name", "kw"), [
+    ("lares", {"step_weight": 0.5, "traj_weight": 0.5}),
+    ("plr", {"num_streams": 3, "div_weight": 0.5, "cl_weight": 0.5, "stream_weight": 0.5}),
+])
+def test_auxiliary_objectives_backward(name: str, kw: dict[str, Any], backbone: str) -> None:
+    model = make(name, backbone, **kw).train()
+    b = batch(LENGTHS, seed=1)
+    targets = torch.randint(1, N_ITEMS + 1, (sum(LENGTHS),))
+    items = model.item_vectors()  # type: ignore[operator]
+
+    def ce(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return full_softmax_loss(s, t, items, 0.1)
+
+    aux = model.auxiliary_loss(targets, items, ce)  # type: ignore[operator]
+    assert aux.item() == 0.0  # nothing traced yet
+    loss = ce(enc(model, b), targets)
+    aux = model.auxiliary_loss(targets, items, ce)  # type: ignore[operator]
+    assert torch.isfinite(aux) and aux.item() > 0
+    (loss + aux).backward()
+    grads = {n: p.grad for n, p in model.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values()), [n for n, g in grads.items() if g is None]
+
+
+@pytest.mark.parametrize("backbone", sorted(ENCODERS))
+def test_lares_rl_loss_backward_and_kl(backbone: str) -> None:
+    model = make("lares", backbone, rl_epochs=1, rl_group=3, rl_beta=0.1).train()
+    ref = make("lares", backbone, seed=1).eval()
+    b = batch(LENGTHS, seed=2)
+    targets = torch.randint(1, N_ITEMS + 1, (sum(LENGTHS),))
+    loss, n, reward = model.post_training_loss(b["ids"], b["offsets"], b["max_len"], b["times"],  # type: ignore[operator]
+                                               b["next_times"], targets, ref)
+    assert n == sum(LENGTHS) and 0 < reward <= 1 and torch.isfinite(loss)
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert all(p.grad is None for p in ref.parameters())
+
+
+def test_grpo_pieces() -> None:
+    adv = group_advantages(torch.tensor([[1.0, 0.0], [3.0, 0.0]]))
+    torch.testing.assert_close(adv, torch.tensor([[-1.0, 0.0], [1.0, 0.0]]), atol=1e-4, rtol=0)
+    items = torch.eye(4)
+    r = ndcg_reward(torch.eye(4)[[1, 2]], torch.tensor([1, 3]), items, chunk=1)
+    assert r[0] == 1.0 and r[1] == pytest.approx(1 / np.log2(3))
+
+
+def _slice_task(tmp_path: Path, users: int) -> SequentialTask:
+    beauty_slice(tmp_path, users)
+    data = prepare_sequences(tmp_path, DataConfig(loader="seq_text", path="beauty.txt", max_len=20))
+    cfg = TrainConfig(batch_size=64, loss="full_softmax", temperature=0.1)
+    return SequentialTask(data, cfg, EvalConfig(ks=(10,)), 20)
+
+
+def _fit(model: torch.nn.Module, task: Any, epochs: int, lr: float) -> None:
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    for ep in range(epochs):
+        for i, rows in enumerate(task.batches(ep)):
+            torch.manual_seed(1000 * ep + i)
+            loss, n = task.loss(model, rows, torch.Generator().manual_seed(i))
+            opt.zero_grad()
+            (loss / n).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+
+
+@torch.no_grad()
+def _greedy_reward(model: Any, task: SequentialTask) -> float:
+    model.eval()
+    out = []
+    for rows in epoch_batches(task.train_lengths, 64, 0, 0):
+        b = train_batch(task.data, task.views["train"], rows, task.max_len)
+        assert b.targets is not None
+        out.append(ndcg_reward(encode_batch(model, b), b.targets, model.item_vectors()))
+    return float(torch.cat(out).mean())
+
+
+def _small(name: str, n_items: int, **kw: Any) -> torch.nn.Module:
+    entry = MODELS.get(name)
+    enc_cfg = {"dim": 16, "num_blocks": 2, "num_heads": 1, "ffn_dim": 16, "dropout": 0.1, "max_len": 20}
+    torch.manual_seed(0)
+    model: torch.nn.Module = entry.build(build(entry.config_cls, {"encoder": enc_cfg, **kw}, "model"), num_items=n_items)
+    return model
+
+
+@needs_beauty
+def test_lares_rl_phase_improves_its_reward_on_real_slice(tmp_path: Path) -> None:
+    task = _slice_task(tmp_path, 400)
+    model = _small("lares", task.data.num_items, reasoning_steps=1, rl_epochs=1, rl_group=8, rl_sigma=0.1)
+    _fit(model, task, epochs=3, lr=3e-3)  # phase 1 (SPT)
+    before = _greedy_reward(model, task)
+    rl = PostTrainingTask(task, None)
+    _fit(model, rl, epochs=3, lr=1e-3)  # phase 2 (GRPO)
+    after = _greedy_reward(model, task)
+    assert after > before * 1.02, (before, after)
+    assert all(0 < r < 1 for epoch in rl.rewards for r in epoch)
+
+
+@needs_beauty
+def test_plr_streams_stay_distinct_under_diversity_regulariser(tmp_path: Path) -> None:
+    task = _slice_task(tmp_path, 400)
+    b = train_batch(task.data, task.views["train"], np.arange(200), task.max_len)
+    sims = {}
+    for w in (0.0, 1.0):
+        model = _small("plr", task.data.num_items, num_streams=4, div_weight=w, cl_weight=0.0)
+        _fit(model, task, epochs=4, lr=3e-3)
+        model.eval()
+        sims[w] = model.stream_similarity(b.ids, b.offsets, b.max_len)  # type: ignore[operator]
+    # Mean pairwise cosine of the 3 streams' updates (min -0.5): without the regulariser they
+    # drift together (measured 0.63), with it they point apart (measured -0.41).
+    assert sims[1.0] < 0.0, sims
+    assert sims[1.0] < sims[0.0] - 0.5, sims
