@@ -58,6 +58,7 @@ class TrainConfig:
     grad_clip: float = 1.0  # (float) max global grad norm (0 = off)
     seed: int = 42  # (int) seeds every random draw (data order, negatives, dropout)
     num_threads: int = 2  # (int) torch intra-op threads
+    device: str = "cpu"  # (str) cpu | cuda | cuda:N | auto (cuda when present); DDP uses NCCL on cuda
     time_budget_s: float = 0.0  # (float) stop after this much training wall time (0 = none)
     patience: int = 10  # (int) early stopping: evaluations without a better valid metric
     eval_every: int = 1  # (int) evaluate on validation every N epochs

@@ -34,6 +34,16 @@ class JaggedBatch:
     targets: torch.Tensor | None = None  # (T,) int64
     target: torch.Tensor | None = None  # (B,) int64
 
+    def to(self, device: torch.device) -> JaggedBatch:
+        """The same batch with every tensor on ``device`` (no copy when already there)."""
+        if device.type == "cpu":
+            return self
+        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+        return JaggedBatch(self.ids.to(device), self.offsets.to(device), self.times.to(device),
+                           self.next_times.to(device), self.max_len, self.users.to(device),
+                           mv(self.targets), mv(self.target))
+
     @property
     def batch_size(self) -> int:
         return self.offsets.numel() - 1

@@ -28,7 +28,7 @@ def ranks_of_targets(
     scores[:, 0] = float("-inf")
     if history is not None:
         ids, offsets = history
-        rows = torch.repeat_interleave(torch.arange(offsets.numel() - 1), offsets[1:] - offsets[:-1])
+        rows = torch.repeat_interleave(torch.arange(offsets.numel() - 1, device=offsets.device), offsets[1:] - offsets[:-1])
         keep = ids != target[rows]
         scores[rows[keep], ids[keep]] = float("-inf")
     t = scores.gather(1, target[:, None])

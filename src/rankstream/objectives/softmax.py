@@ -99,11 +99,12 @@ def sampled_softmax_loss(
     n_items = items.shape[0] - 1
     pos = (states * items[targets]).sum(-1, keepdim=True)  # (T, 1)
     if shared_negatives:
-        neg_ids = torch.randint(1, n_items + 1, (num_negatives,), generator=generator)
+        neg_ids = torch.randint(1, n_items + 1, (num_negatives,), generator=generator, device=states.device)
         neg = states @ items[neg_ids].t()  # (T, k)
         hit = targets[:, None] == neg_ids[None, :]
     else:
-        neg_ids = torch.randint(1, n_items + 1, (targets.numel(), num_negatives), generator=generator)
+        neg_ids = torch.randint(1, n_items + 1, (targets.numel(), num_negatives), generator=generator,
+                                device=states.device)
         neg = torch.einsum("td,tkd->tk", states, items[neg_ids])  # (T, k)
         hit = neg_ids == targets[:, None]
     neg = neg.masked_fill(hit, NEG_INF * temperature)

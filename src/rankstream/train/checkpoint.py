@@ -88,7 +88,7 @@ def save_checkpoint(
         state["optimizer"] = meta
     hashes = {}
     for name, tensors_ in files.items():
-        _atomic_save_tensors(tensors_, folder / name)
+        _atomic_save_tensors({k: v.detach().cpu() for k, v in tensors_.items()}, folder / name)
         hashes[name] = _sha256(folder / name)
     state["files"] = hashes
     _atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1, default=str).encode())

@@ -1,7 +1,8 @@
 """DDP plumbing: process group from torchrun's environment, and the loss wrapper DDP wraps.
 
 Distribution is a wrapper around an unaware model (TorchRec's habit): the model never knows
-how many ranks there are. gloo on CPU, NCCL when CUDA is present.
+how many ranks there are. gloo on CPU; with CUDA present the group is "cpu:gloo,cuda:nccl"
+(CPU tensors such as the step counts over gloo, the CUDA gradients over NCCL).
 """
 
 from __future__ import annotations
@@ -36,9 +37,27 @@ def init_from_env() -> Dist:
     if world <= 1:
         return Dist()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
         dist.init_process_group(backend=backend)
     return Dist(dist.get_rank(), dist.get_world_size())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` | ``cuda`` | ``cuda:N`` | ``auto`` -> a device; under torchrun ``cuda`` is the
+    rank's own GPU (LOCAL_RANK)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"train.device={name!r} but CUDA is not available here (use cpu or auto)")
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        dev = torch.device(name)
+        torch.cuda.set_device(dev)
+        return dev
+    if name != "cpu":
+        raise ValueError(f"train.device={name!r}: expected cpu, cuda, cuda:N or auto")
+    return torch.device("cpu")
 
 
 def shutdown(d: Dist) -> None:

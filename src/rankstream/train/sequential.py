@@ -34,7 +34,7 @@ from rankstream.models.base import SequenceModel, user_states
 from rankstream.objectives.softmax import full_softmax_loss, sampled_softmax_loss
 from rankstream.registry import MODELS, register_task
 from rankstream.train.checkpoint import load_checkpoint
-from rankstream.train.distributed import Dist
+from rankstream.train.distributed import Dist, resolve_device
 from rankstream.train.experiment import checkpoint_dir, model_hash, result_fields
 from rankstream.train.loop import Trainer
 from rankstream.train.post_training import phase_one_config, post_train
@@ -73,6 +73,7 @@ class SequentialTask:
     eval_cfg: EvalConfig
     max_len: int
     train_on_valid: bool = False
+    device: torch.device = torch.device("cpu")
 
     def __post_init__(self) -> None:
         self.views: dict[Split, SplitView] = {
@@ -98,7 +99,9 @@ class SequentialTask:
 
     def loss(self, model: SequenceModel, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
         """Sum of next-item losses over every position of the batch, and their count."""
-        batch = train_batch(self.data, self.train_view, rows, self.max_len)
+        batch = train_batch(self.data, self.train_view, rows, self.max_len).to(self.device)
+        if self.device.type != "cpu":  # negatives drawn on the device, from the step's seed
+            gen = torch.Generator(self.device).manual_seed(gen.initial_seed())
         states = encode_batch(model, batch)
         items = model.item_vectors()
         assert batch.targets is not None
@@ -127,7 +130,8 @@ class SequentialTask:
         if protocol == "mask_window":
             return batch.ids, batch.offsets
         if protocol == "mask_full":
-            return history_ids(self.data, view, rows)
+            ids, offsets = history_ids(self.data, view, rows)
+            return ids.to(batch.ids.device), offsets.to(batch.ids.device)
         return None
 
     def popularity_metrics(self, split: Split) -> dict[str, float]:
@@ -166,7 +170,7 @@ class SequentialTask:
         order = np.argsort(view.ends - view.starts, kind="stable")  # similar lengths together
         for b in range(0, len(view), bs):
             rows = order[b : b + bs]
-            batch = eval_batch(self.data, view, rows, self.max_len)
+            batch = eval_batch(self.data, view, rows, self.max_len).to(self.device)
             scores = last_states(model, batch) @ items.t()  # (B, N + 1): last position
             assert batch.target is not None
             for p in protocols:
@@ -186,12 +190,14 @@ def latency(model: Any, task: SequentialTask, users: int = 1024, batch: int = 12
     model.eval()
     view = task.views["test"]
     rows = np.unique(np.linspace(0, len(view) - 1, min(users, len(view))).astype(np.int64))
-    batches = [eval_batch(task.data, view, rows[i : i + batch], task.max_len) for i in range(0, len(rows), batch)]
-    ones = [eval_batch(task.data, view, rows[i : i + 1], task.max_len) for i in range(min(singles, len(rows)))]
+    batches = [eval_batch(task.data, view, rows[i : i + batch], task.max_len).to(task.device)
+               for i in range(0, len(rows), batch)]
+    ones = [eval_batch(task.data, view, rows[i : i + 1], task.max_len).to(task.device)
+            for i in range(min(singles, len(rows)))]
     items = model.item_vectors()
 
     def serve(b: JaggedBatch) -> torch.Tensor:
-        return torch.topk(last_states(model, b) @ items.t(), k=10).indices
+        return torch.topk(last_states(model, b) @ items.t(), k=10).indices.cpu()  # the result, on the host
 
     return measure_latency(serve, batches, len(rows), ones)
 
@@ -213,8 +219,9 @@ def build(cfg: ExperimentConfig, data_dir: Path) -> tuple[SequenceData, torch.nn
         )
     data = prepare_sequences(data_dir, cfg.data)
     torch.manual_seed(cfg.train.seed)
-    model = MODELS.get(cfg.model_name).build(cfg.model, num_items=data.num_items)
-    task = SequentialTask(data, cfg.train, cfg.eval, cfg.data.max_len, cfg.data.train_on_valid)
+    device = resolve_device(cfg.train.device)
+    model = MODELS.get(cfg.model_name).build(cfg.model, num_items=data.num_items).to(device)
+    task = SequentialTask(data, cfg.train, cfg.eval, cfg.data.max_len, cfg.data.train_on_valid, device)
     task.check_model(model)
     return data, model, task
 
