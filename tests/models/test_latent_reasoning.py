@@ -141,11 +141,11 @@ def test_grpo_pieces() -> None:
     assert r[0] == 1.0 and r[1] == pytest.approx(1 / np.log2(3))
 
 
-def _slice_task(tmp_path: Path, users: int) -> SequentialTask:
+def _slice_task(tmp_path: Path, users: int, max_len: int = 20, all_windows: bool = False) -> SequentialTask:
     beauty_slice(tmp_path, users)
-    data = prepare_sequences(tmp_path, DataConfig(loader="seq_text", path="beauty.txt", max_len=20))
-    cfg = TrainConfig(batch_size=64, loss="full_softmax", temperature=0.1)
-    return SequentialTask(data, cfg, EvalConfig(ks=(10,)), 20)
+    data = prepare_sequences(tmp_path, DataConfig(loader="seq_text", path="beauty.txt", max_len=max_len))
+    cfg = TrainConfig(batch_size=64, loss="full_softmax", temperature=0.1, all_windows=all_windows)
+    return SequentialTask(data, cfg, EvalConfig(ks=(10,)), max_len)
 
 
 def _fit(model: torch.nn.Module, task: Any, epochs: int, lr: float) -> None:
@@ -178,6 +178,18 @@ def _small(name: str, n_items: int, **kw: Any) -> torch.nn.Module:
     torch.manual_seed(0)
     model: torch.nn.Module = entry.build(build(entry.config_cls, {"encoder": enc_cfg, **kw}, "model"), num_items=n_items)
     return model
+
+
+@needs_beauty
+def test_rl_phase_trains_on_the_same_windows_as_phase_one(tmp_path: Path) -> None:
+    """With train.all_windows the batches index the windows (more rows than users)."""
+    task = _slice_task(tmp_path, 200, max_len=4, all_windows=True)
+    assert len(task.train_view.starts) > len(task.views["train"].starts)
+    model = _small("lares", task.data.num_items, reasoning_steps=1, rl_epochs=1, rl_group=2)
+    rl = PostTrainingTask(task, None)
+    last = max(rl.batches(1), key=lambda r: int(r.max()))
+    loss, n = rl.loss(model, last, torch.Generator().manual_seed(0))
+    assert n == int(task.train_lengths[last].sum()) and torch.isfinite(loss)
 
 
 @needs_beauty

@@ -62,7 +62,7 @@ class PostTrainingTask:
         return out
 
     def loss(self, model: Any, rows: np.ndarray, gen: torch.Generator) -> tuple[torch.Tensor, int]:
-        b = train_batch(self.base.data, self.base.views["train"], rows, self.base.max_len)
+        b = train_batch(self.base.data, self.base.train_view, rows, self.base.max_len).to(self.base.device)
         times = next_times = None
         if model.needs_timestamps:
             times, next_times = b.times, b.next_times
