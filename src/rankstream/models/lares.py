@@ -40,7 +40,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from rankstream.models.staged import Stages, backbone_config, build_backbone, stages_of
+from rankstream.models.staged import (
+    Stages,
+    WrapperConfig,
+    backbone_config,
+    build_backbone,
+    stages_of,
+)
 from rankstream.objectives.contrastive import info_nce
 from rankstream.objectives.grpo import group_advantages, grpo_loss, ndcg_reward
 from rankstream.registry import register_model
@@ -49,7 +55,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class LARESConfig:
+class LARESConfig(WrapperConfig):
     backbone: str = "sasrec"  # (str) registered sequential model to wrap (sasrec | hstu)
     encoder: Any = None  # (mapping) the backbone's own config, keys as in its YAML
     pre_blocks: int = 1  # (int) backbone layers in the pre-block A; the rest are the core C
@@ -74,18 +80,6 @@ class LARESConfig:
             raise ValueError("model.train_steps_min must be in [0, train_steps_max]")
         if self.reasoning_steps < 0 or self.rl_group < 2 and self.rl_epochs > 0:
             raise ValueError("model.reasoning_steps must be >= 0 and model.rl_group >= 2")
-
-    @property
-    def dim(self) -> int:
-        return int(self.encoder.dim)
-
-    @property
-    def max_len(self) -> int:
-        return int(self.encoder.max_len)
-
-    @property
-    def l2_norm(self) -> bool:
-        return bool(getattr(self.encoder, "l2_norm", False))
 
 
 @dataclass

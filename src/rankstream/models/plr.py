@@ -37,7 +37,13 @@ import torch
 from torch import nn
 
 from rankstream.layers.reasoning import StreamReasoningBlock, causal_context_mask, gate_mix
-from rankstream.models.staged import Stages, backbone_config, build_backbone, stages_of
+from rankstream.models.staged import (
+    Stages,
+    WrapperConfig,
+    backbone_config,
+    build_backbone,
+    stages_of,
+)
 from rankstream.objectives.contrastive import info_nce, mean_pairwise_cosine
 from rankstream.registry import register_model
 
@@ -45,7 +51,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class PLRConfig:
+class PLRConfig(WrapperConfig):
     backbone: str = "sasrec"  # (str) registered sequential model to wrap (sasrec | hstu)
     encoder: Any = None  # (mapping) the backbone's own config, keys as in its YAML
     num_streams: int = 4  # (int) width: the fast path + num_streams - 1 reasoning streams
@@ -64,18 +70,6 @@ class PLRConfig:
         object.__setattr__(self, "encoder", backbone_config(self.backbone, self.encoder, "model.encoder"))
         if self.num_streams < 1 or self.reasoning_steps < 1:
             raise ValueError("model.num_streams and model.reasoning_steps must be >= 1")
-
-    @property
-    def dim(self) -> int:
-        return int(self.encoder.dim)
-
-    @property
-    def max_len(self) -> int:
-        return int(self.encoder.max_len)
-
-    @property
-    def l2_norm(self) -> bool:
-        return bool(getattr(self.encoder, "l2_norm", False))
 
 
 @dataclass

@@ -106,6 +106,25 @@ def build_backbone(name: str, cfg: Any, num_items: int) -> nn.Module:
     return entry.build(cfg, num_items=num_items)  # type: ignore[no-any-return]
 
 
+class WrapperConfig:
+    """Mixin of the wrappers' configs (LARES, PLR): width, length and similarity come from
+    the wrapped backbone's config (``encoder``), so they are never set twice."""
+
+    encoder: Any
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    @property
+    def max_len(self) -> int:
+        return int(self.encoder.max_len)
+
+    @property
+    def l2_norm(self) -> bool:
+        return bool(getattr(self.encoder, "l2_norm", False))
+
+
 def backbone_config(name: str, values: Any, where: str) -> Any:
     """The backbone's typed config from a YAML mapping (or an already-built dataclass)."""
     from rankstream.config import ConfigError, build
