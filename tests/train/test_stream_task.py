@@ -98,3 +98,25 @@ def test_kill_9_then_resume_equals_uninterrupted(cache: Path) -> None:
     full, resumed = (json.loads((cache / f).read_text()) for f in ("full.json", "resumed.json"))
     assert resumed["metrics"] == full["metrics"] and resumed["stream_samples"] == full["stream_samples"]
     assert resumed["segment_auc"] == full["segment_auc"]
+
+
+def _bn_stats(ckpt: Path) -> dict:
+    from safetensors.torch import load_file
+
+    folder = ckpt / (ckpt / "LATEST").read_text().strip()
+    return {k: v for k, v in load_file(str(folder / "tensors.safetensors")).items() if "running_" in k}
+
+
+@pytest.mark.parametrize("mode", ["frozen", "batch"])
+def test_streaming_batchnorm_statistics(cache: Path, mode: str) -> None:
+    """frozen: the streamed model normalises with the pre-trained statistics (unchanged after
+    any number of segments); batch: each segment's batch moves them."""
+    stats = []
+    for segments in (1, 8):
+        path = tiny_config(cache, "fnc", train={"max_segments": segments, "batchnorm": mode,
+                                                "checkpoint_dir": str(cache / f"ck-{mode}-{segments}")})
+        run(path, cache / "data")
+        stats.append(_bn_stats(cache / f"ck-{mode}-{segments}"))
+    assert stats[0] and stats[0].keys() == stats[1].keys()
+    same = all(bool((stats[0][k] == stats[1][k]).all()) for k in stats[0])
+    assert same == (mode == "frozen")

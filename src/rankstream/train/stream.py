@@ -61,6 +61,10 @@ class StreamTrainConfig:
     oracle_reference: Literal["cache", "none"] = "cache"  # (str) RI: cached Oracle (streamed first if missing) | none
     reference_dir: str = "runs/stream_refs"  # (str) Oracle references and pre-trained models
     progress: bool = True  # (bool) print a line every 100 segments
+    # (str) streaming BatchNorm: "frozen" keeps the pre-trained running statistics (each segment's
+    # batch, with its duplicated positives and refund rows, is not the click distribution that is
+    # scored next: updating them made every duplicate-stream method drift, see docs/benchmarks.md)
+    batchnorm: Literal["frozen", "batch"] = "frozen"
     bf16: bool = False  # (bool) bfloat16 autocast of the towers' matmuls (CPUs with AVX512-BF16 / AMX)
 
 
@@ -111,7 +115,7 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
 
 def _reference_key(cfg: ExperimentConfig, prep: PreparedStream) -> str:
     payload: dict[str, Any] = {"digest": prep.digest, "data": asdict(cfg.data), "train": {k: v for k, v in asdict(cfg.train).items()
-               if k in ("batch_size", "lr", "pretrain_epochs", "pretrain_lr", "seed", "max_segments")},
+               if k in ("batch_size", "lr", "pretrain_epochs", "pretrain_lr", "seed", "max_segments", "batchnorm")},
                "model": {k: v for k, v in asdict(cfg.model).items() if k != "shared_embeddings"}}
     for k in ("source", "redis_url", "redis_key"):
         payload["data"].pop(k)

@@ -140,6 +140,10 @@ class StreamRunner:
         torch.manual_seed(seed)
         self.ctx.gen.manual_seed(seed + 1)
         self.model.train()
+        if self.tc.batchnorm == "frozen":  # normalise with the pre-trained statistics (see the config)
+            for m in self.model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         parts = np.array_split(np.arange(len(s)), max(1, round(len(s) / self.tc.batch_size)))
         for idx in parts:
             if len(idx) < 2:
