@@ -120,3 +120,13 @@ def test_streaming_batchnorm_statistics(cache: Path, mode: str) -> None:
     assert stats[0] and stats[0].keys() == stats[1].keys()
     same = all(bool((stats[0][k] == stats[1][k]).all()) for k in stats[0])
     assert same == (mode == "frozen")
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(cache: Path) -> None:
+    ck = str(cache / "ck-settings")
+    run(tiny_config(cache, "fnw", train={"max_segments": 3, "checkpoint_dir": ck}), cache / "data")
+    # same settings, more segments: continues
+    r = run(tiny_config(cache, "fnw", train={"max_segments": 5, "checkpoint_dir": ck}), cache / "data")
+    assert r["protocol"]["segments"] == 5
+    with pytest.raises(Exception, match="other data, model or training settings"):
+        run(tiny_config(cache, "fnw", train={"max_segments": 5, "checkpoint_dir": ck, "lr": 0.01}), cache / "data")

@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,20 @@ class StreamProgress:
     rows: list[dict[str, float]] = field(default_factory=list)
 
 
+# Keys that may change between a run and its resumption (they do not change what is computed).
+_RESUMABLE = {"checkpoint_dir", "checkpoint_every_s", "resume", "progress", "max_segments", "num_threads",
+              "oracle_reference", "reference_dir", "source", "redis_url", "redis_key"}
+
+
+def settings_digest(stream_digest: str, data_cfg: Any, train_cfg: Any, model: torch.nn.Module) -> str:
+    """What a stream checkpoint must match to be resumed: the event stream, the settings that
+    change the computation, and the model's parameter shapes."""
+    cfg = {k: v for k, v in {**asdict(data_cfg), **asdict(train_cfg)}.items() if k not in _RESUMABLE}
+    shapes = {k: list(v.shape) for k, v in model.state_dict().items()}
+    payload = json.dumps({"stream": stream_digest, "cfg": cfg, "shapes": shapes}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 class StreamRunner:
     """Runs one method through the stream (``run``) and returns the per-segment metrics."""
 
@@ -71,6 +85,7 @@ class StreamRunner:
         self.bounds = np.arange(start, end + 1, seg, dtype=np.int64)
         if len(self.bounds) < 2:
             raise ValueError(f"the stream [{data_cfg.stream_start_day}, {data_cfg.stream_end_day}) days holds no {seg}-s segment")
+        self.settings = settings_digest(prep.digest, data_cfg, train_cfg, model)
 
     # -- checkpoints -----------------------------------------------------------------------
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -91,7 +106,8 @@ class StreamRunner:
             os.fsync(f.fileno())
             digest = hashlib.sha256(f.read()).hexdigest()
         metas = [optimizer_tensors(o)[1] for o in self.opts]
-        state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name}
+        state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name,
+                 "settings": self.settings}
         (tmp / "state.json").write_text(json.dumps(state, default=float))
         final = self.ckpt / name
         shutil.rmtree(final, ignore_errors=True)
@@ -111,6 +127,9 @@ class StreamRunner:
         raw = (folder / "tensors.safetensors").read_bytes()
         if hashlib.sha256(raw).hexdigest() != state["sha256"] or state["method"] != self.ctx.method.name:
             raise CheckpointError(f"stream checkpoint {folder} is corrupt or belongs to another method")
+        if state.get("settings") != self.settings:
+            raise CheckpointError(f"stream checkpoint {folder} was written with other data, model or training "
+                                  "settings; set another train.checkpoint_dir, remove it, or train.resume=false")
         t = load_file(str(folder / "tensors.safetensors"))
         self.model.load_state_dict({k[6:]: v for k, v in t.items() if k.startswith("model.")})
         for i, (o, meta) in enumerate(zip(self.opts, state["optimizers"], strict=True)):
