@@ -17,9 +17,13 @@ touched rows are updated; see ``train/stream.py``'s optimizer).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from rankstream.data.ranking import FeatureSizes
 
 
 class FieldEmbedding(nn.Module):
@@ -53,6 +57,13 @@ class FieldEmbedding(nn.Module):
             if emb.padding_idx is not None:
                 with torch.no_grad():
                     emb.weight[emb.padding_idx].zero_()
+
+    @classmethod
+    def of(cls, dim: int, sizes: FeatureSizes, item_genres: torch.Tensor, use_user_id: bool = True,
+           init_std: float = 1e-2) -> FieldEmbedding:
+        """The fields of a ranking dataset (its :class:`FeatureSizes`) at width ``dim``."""
+        return cls(dim, sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres,
+                   sizes.user_fields, item_genres, use_user_id, init_std)
 
     @property
     def num_fields(self) -> int:

@@ -46,8 +46,7 @@ class DCNv2(nn.Module):
         super().__init__()
         self.max_len = cfg.max_len
         self.structure = cfg.structure
-        self.embed = FieldEmbedding(cfg.dim, sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres,
-                                    sizes.user_fields, item_genres, cfg.use_user_id)
+        self.embed = FieldEmbedding.of(cfg.dim, sizes, item_genres, cfg.use_user_id)
         d0 = self.embed.num_fields * cfg.dim
         self.cross = CrossNetV2(d0, cfg.cross_layers, cfg.rank)
         self.deep = MLP(d0, cfg.hidden, None, act="relu", dropout=cfg.dropout)

@@ -43,9 +43,8 @@ class DeepFM(nn.Module):
     def __init__(self, cfg: DeepFMConfig, sizes: FeatureSizes, item_genres: torch.Tensor) -> None:
         super().__init__()
         self.max_len = cfg.max_len
-        args = (sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres, sizes.user_fields, item_genres, cfg.use_user_id)
-        self.embed = FieldEmbedding(cfg.dim, *args)
-        self.first = FieldEmbedding(1, *args, init_std=0.0)
+        self.embed = FieldEmbedding.of(cfg.dim, sizes, item_genres, cfg.use_user_id)
+        self.first = FieldEmbedding.of(1, sizes, item_genres, cfg.use_user_id, init_std=0.0)
         self.bias = nn.Parameter(torch.zeros(()))
         self.fm = FactorizationMachine()
         self.deep = MLP(self.embed.num_fields * cfg.dim, cfg.hidden, 1, act="relu", dropout=cfg.dropout)

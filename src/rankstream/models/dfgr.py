@@ -42,6 +42,7 @@ from rankstream.models.generative import (
     build_layers,
     hstu_layers,
     prepend,
+    prepend_user_token,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -105,9 +106,7 @@ class DFGR(nn.Module):
         x_h = self.embed.item_token(h, pos) + self.embed.action(a)
         ev = torch.arange(n)
         if shift:
-            u = self.embed.user_tokens(torch.tensor([request.user]), request.user_feats[None])
-            x_h, pos, ev = torch.cat([u, x_h]), torch.cat([torch.zeros(1, dtype=torch.long), pos]), torch.cat([ev.new_full((1,), -1), ev])
-            t = torch.cat([(t[:1] if n else torch.tensor([request.now])) - 1, t])
+            x_h, pos, ev, t = prepend_user_token(self.embed, request, x_h, pos, ev, t)
         cand = request.candidates
         x_c = self.embed.item_token(cand, torch.full_like(cand, n + shift)) + self.embed.action(torch.zeros_like(cand))
         out = score_candidates(self.layers, x_h, pos, t, ev, x_c, n + shift, request.now, self.cfg.max_len)

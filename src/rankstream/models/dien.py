@@ -51,8 +51,7 @@ class DIEN(nn.Module):
         self.max_len = cfg.max_len
         self.num_items = sizes.num_items
         d2 = 2 * cfg.dim
-        self.embed = FieldEmbedding(cfg.dim, sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres,
-                                    sizes.user_fields, item_genres, cfg.use_user_id)
+        self.embed = FieldEmbedding.of(cfg.dim, sizes, item_genres, cfg.use_user_id)
         self.extractor = nn.GRU(d2, d2, batch_first=True)
         self.att_w = nn.Linear(d2, d2, bias=False)
         self.evolver = AUGRUCell(d2, d2)

@@ -47,8 +47,7 @@ class DIN(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.max_len = cfg.max_len
-        self.embed = FieldEmbedding(cfg.dim, sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres,
-                                    sizes.user_fields, item_genres, cfg.use_user_id)
+        self.embed = FieldEmbedding.of(cfg.dim, sizes, item_genres, cfg.use_user_id)
         self.attention = TargetAttention(2 * cfg.dim, cfg.attention_hidden, cfg.activation)
         n_user = int(cfg.use_user_id) + len(sizes.user_fields)
         self.mlp = MLP(n_user * cfg.dim + 4 * cfg.dim, cfg.hidden, 1, act=cfg.activation, dropout=cfg.dropout)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankstream.data.ranking import FeatureSizes
+from rankstream.data.ranking_batches import RankRequest
 from rankstream.layers.attention import (
     JaggedLayout,
     candidate_attention,
@@ -103,6 +104,16 @@ def prepend(first: torch.Tensor, rest: torch.Tensor, offsets: torch.Tensor) -> t
     rest_idx = torch.arange(rest.shape[0]) + torch.repeat_interleave(torch.arange(1, b + 1), offsets.diff(), output_size=rest.shape[0])
     order = torch.argsort(torch.cat([new_offsets[:-1], rest_idx]))
     return torch.cat([first, rest])[order], new_offsets, rest_idx
+
+
+def prepend_user_token(embed: TokenEmbedding, request: RankRequest, x: torch.Tensor, pos: torch.Tensor,
+                       ev: torch.Tensor, times: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """One user's history (tokens, positions, event ids, times) opened by its user token, which
+    sits just before the first event (or just before ``now`` for an empty history)."""
+    u = embed.user_tokens(torch.tensor([request.user]), request.user_feats[None])
+    first = times[:1] if times.numel() else torch.tensor([request.now])
+    return (torch.cat([u, x]), torch.cat([pos.new_zeros(1), pos]), torch.cat([ev.new_full((1,), -1), ev]),
+            torch.cat([first - 1, times]))
 
 
 class ActionHeads(nn.Module):

@@ -36,6 +36,7 @@ from rankstream.models.generative import (
     build_layers,
     hstu_layers,
     prepend,
+    prepend_user_token,
     score_candidates,
 )
 from rankstream.models.ranking_base import RankOutput
@@ -98,9 +99,7 @@ class HSTURank(nn.Module):
         pos = time_positions(t, torch.tensor([0, n])) + shift
         x_h, t2, p2, ev = self.interleave(h, a, t, pos)
         if shift:
-            u = self.embed.user_tokens(torch.tensor([request.user]), request.user_feats[None])
-            x_h, p2, ev = torch.cat([u, x_h]), torch.cat([torch.zeros(1, dtype=torch.long), p2]), torch.cat([ev.new_full((1,), -1), ev])
-            t2 = torch.cat([(t[:1] if n else torch.tensor([request.now])) - 1, t2])
+            x_h, p2, ev, t2 = prepend_user_token(self.embed, request, x_h, p2, ev, t2)
         x_c = self.embed.item_token(request.candidates, torch.full_like(request.candidates, n + shift))
         out = score_candidates(self.layers, x_h, p2, t2, ev, x_c, n + shift, request.now, self.norm_len)
         return torch.sigmoid(self.heads(out).logit)

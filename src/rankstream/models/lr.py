@@ -31,8 +31,7 @@ class LogisticRegression(nn.Module):
     def __init__(self, cfg: LRConfig, sizes: FeatureSizes, item_genres: torch.Tensor) -> None:
         super().__init__()
         self.max_len = cfg.max_len
-        self.weights = FieldEmbedding(1, sizes.num_items, sizes.num_users, sizes.num_actions, sizes.num_genres,
-                                      sizes.user_fields, item_genres, cfg.use_user_id, init_std=0.0)
+        self.weights = FieldEmbedding.of(1, sizes, item_genres, cfg.use_user_id, init_std=0.0)
         self.bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, b: SampleBatch) -> RankOutput:
