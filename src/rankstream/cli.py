@@ -182,7 +182,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
 
     opts = BenchOptions(
         candidates=args.candidates, requests=args.requests, concurrency=args.concurrency,
-        users=args.users, time_budget_s=args.time_budget_s, warmup=args.warmup, seed=args.seed,
+        users=args.users, time_budget_s=args.time_budget_s, warmup=args.warmup, rounds=args.rounds, seed=args.seed,
         server=_serve_options(args),
     )
     result = run_bench(Path(args.checkpoint), opts, console)
@@ -216,6 +216,7 @@ def bench_serve_parser() -> argparse.ArgumentParser:
     q.add_argument("--users", type=int, default=1000, help="distinct users the requests cycle through")
     q.add_argument("--time-budget-s", type=float, default=300.0, help="upper bound per timed phase")
     q.add_argument("--warmup", type=int, default=200, help="untimed requests before each phase")
+    q.add_argument("--rounds", type=int, default=5, help="AIF and naive phases alternate this many times")
     q.add_argument("--seed", type=int, default=0)
     _server_args(q, port=0)
     q.set_defaults(fn=cmd_bench_serve)

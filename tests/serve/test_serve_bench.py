@@ -15,7 +15,7 @@ from serve_support import Checkpoints
 def test_bench_serve_writes_both_paths(ckpts: Checkpoints, tmp_path: Path) -> None:
     out = tmp_path / "serve.json"
     argv = ["bench", "serve", "--checkpoint", str(ckpts.hstu), "--candidates", "100", "--requests", "150",
-            "--users", "30", "--warmup", "10", "--out", str(out)]
+            "--users", "30", "--warmup", "10", "--rounds", "3", "--out", str(out)]
     assert main(argv) == 0
     r = json.loads(out.read_text())
     for path in ("aif", "naive"):
@@ -23,6 +23,7 @@ def test_bench_serve_writes_both_paths(ckpts: Checkpoints, tmp_path: Path) -> No
             assert r[path][key] > 0, (path, key)
         assert r[path]["p50_ms"] <= r[path]["p95_ms"] <= r[path]["p99_ms"]
         assert r[path]["requests"] == 150 and r[path]["status_counts"] == {"200": 150}
+        assert r[path]["connections"] == 3  # one keep-alive connection per round, never a reconnect
     assert r["aif_prepare"]["requests"] == 30 and r["aif_prepare"]["status_counts"] == {"202": 30}
     assert r["errors_5xx"] == 0 and r["errors_4xx"] == 0 and r["errors_connection"] == 0
     assert r["server"]["user_cache_hit_ratio"] == 1.0  # every AIF request found its prepared state

@@ -4,12 +4,13 @@
 2. AIF warm-up, off the clock of the ranking phase: one ``/v1/users/prepare`` (wait=true) per
    benchmark user, i.e. the user side that AIF runs while retrieval is still going (its
    latency is reported as ``aif_prepare``); the item side was computed when the model loaded;
-3. AIF phase: ``requests`` ``/v1/rank`` calls (``candidates`` random catalogue items each,
-   users cycling through the warmed set), from a separate load-generating process
-   (``serve/loadgen.py``) with ``concurrency`` persistent connections, after ``warmup``
-   untimed calls;
-4. naive phase: the same with ``mode=naive`` (history encoded and item vectors computed on
-   every request);
+3. AIF and naive phases, interleaved in ``rounds`` (AIF, naive, AIF, naive, ...) so that both
+   paths see the same machine (a shared VM drifts between minutes): ``requests`` ``/v1/rank``
+   calls per path in all (``candidates`` random catalogue items each, users cycling through
+   the warmed set), from a separate load-generating process (``serve/loadgen.py``) with
+   ``concurrency`` persistent connections, after ``warmup`` untimed calls per phase; the
+   naive phase sends ``mode=naive`` (history encoded and item vectors computed on every
+   request);
 5. percentiles (end to end, as the client sees them; and ``server_side``, the server's own
    time from its Server-Timing header), throughput, status counts and the server's metrics.
 Every phase is bounded by a request count and a time budget.
@@ -45,6 +46,7 @@ class BenchOptions:
     users: int = 1000
     time_budget_s: float = 300.0  # per timed phase
     warmup: int = 200
+    rounds: int = 5  # AIF / naive phases alternate this many times
     seed: int = 0
     server: ServeOptions = field(default_factory=ServeOptions)
 
@@ -102,7 +104,16 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
             "mean_ms": round(float(lat.mean()), 3) if len(lat) else None,
             "rps": round(float(ok.sum()) / max(raw["seconds"], 1e-9), 1), "requests": int(len(lat)),
             "requested": raw["requested"], "seconds": round(raw["seconds"], 3),
+            "connections": raw.get("connections"),  # TCP connects (= concurrency when keep-alive held)
             "status_counts": {str(int(c)): int(n) for c, n in zip(codes, counts, strict=True)}}
+
+
+def merge_phases(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load-generator result from several rounds of the same path."""
+    out: dict[str, Any] = {key: [x for p in parts for x in p[key]] for key in ("latency_ms", "server_ms", "status")}
+    for key in ("seconds", "requested", "completed", "connections"):
+        out[key] = sum(p.get(key) or 0 for p in parts)
+    return out
 
 
 def _phase(plan: dict[str, Any], work: Path, name: str, budget_s: float) -> dict[str, Any]:
@@ -143,11 +154,18 @@ def run_bench(checkpoint: Path, opts: BenchOptions, console: Console) -> dict[st
                            "time_budget_s": opts.time_budget_s, "extra": {"wait": True}}, work, "prepare",
                           opts.time_budget_s)
             raws = {"aif_prepare": prep}
-            for name, mode in (("aif", "aif"), ("naive", "naive")):
-                console.print(f"{name}: {opts.requests} requests x {opts.candidates} candidates, concurrency {opts.concurrency}")
-                raws[name] = _phase({**common, "path": "/v1/rank", "requests": opts.requests, "warmup": opts.warmup,
-                                     "candidates": opts.candidates, "items": items, "extra": {"mode": mode, "k": 10},
-                                     "time_budget_s": opts.time_budget_s}, work, name, opts.time_budget_s)
+            rounds = max(1, min(opts.rounds, opts.requests))
+            console.print(f"aif / naive: {opts.requests} requests each x {opts.candidates} candidates, "
+                          f"concurrency {opts.concurrency}, {rounds} alternating rounds")
+            parts: dict[str, list[dict[str, Any]]] = {"aif": [], "naive": []}
+            for r in range(rounds):
+                n = opts.requests // rounds + (r < opts.requests % rounds)
+                for name in ("aif", "naive"):
+                    parts[name].append(_phase(
+                        {**common, "seed": opts.seed + r, "path": "/v1/rank", "requests": n, "warmup": opts.warmup,
+                         "candidates": opts.candidates, "items": items, "extra": {"mode": name, "k": 10},
+                         "time_budget_s": opts.time_budget_s / rounds}, work, f"{name}{r}", opts.time_budget_s))
+            raws.update({name: merge_phases(p) for name, p in parts.items()})
         metrics_text = _get(f"{base}/metrics", opts.server.api_key).decode()
     finally:
         proc.terminate()

@@ -53,9 +53,14 @@ class _Client:
         self.host, self.port = host, port
         self.sock: socket.socket | None = None
         self.complete = False
+        self.keep_alive = False
+        self.parser: httptools.HttpResponseParser | None = None
+        self.connects = 0  # TCP connections opened (1 per client when keep-alive holds)
         self.server_ms = float("nan")  # the server's own time (Server-Timing header)
 
     def on_message_complete(self) -> None:  # httptools callbacks
+        # llhttp answers should_keep_alive() only until the message is done (False after it)
+        self.keep_alive = self.parser is not None and self.parser.should_keep_alive()
         self.complete = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -68,16 +73,17 @@ class _Client:
             if self.sock is None:
                 self.sock = socket.create_connection((self.host, self.port), timeout=30)
                 self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                self.connects += 1
             self.sock.sendall(request)
-            parser = httptools.HttpResponseParser(self)
-            self.complete, self.server_ms = False, float("nan")
+            parser = self.parser = httptools.HttpResponseParser(self)
+            self.complete, self.keep_alive, self.server_ms = False, False, float("nan")
             while not self.complete:
                 data = self.sock.recv(1 << 16)
                 if not data:
                     raise ConnectionError("server closed the connection")
                 parser.feed_data(data)
             status: int = parser.get_status_code()
-            if not parser.should_keep_alive():
+            if not self.keep_alive:
                 self.close()
             return status
         except (OSError, httptools.HttpParserError):
@@ -138,7 +144,7 @@ def run(plan: dict[str, Any]) -> dict[str, Any]:
     done = int(np.count_nonzero(lat))
     return {"latency_ms": lat[:done].tolist(), "server_ms": server[:done].tolist(),
             "status": status[:done].tolist(), "seconds": seconds,
-            "requested": total, "completed": done}
+            "requested": total, "completed": done, "connections": sum(c.connects for c in clients)}
 
 
 def main(argv: list[str] | None = None) -> int:
