@@ -16,6 +16,7 @@ unknown item ids, non-finite scores, refused checkpoints). A 5xx is a bug.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
@@ -24,13 +25,15 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import orjson
+import simdjson
 from fastapi import FastAPI, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.routing import request_response
 
 from rankstream.serve.metrics import Instrument
 from rankstream.serve.service import Ranked, RankingService, ServeError, UserQuery
@@ -65,11 +68,16 @@ class PrepareRequest(UserFields):
 INT64_ITEMS: dict[str, Any] = {"items": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}}
 
 
-class RankRequest(UserFields):
-    candidates: list[int] = Field(min_length=1, max_length=MAX_CANDIDATES, json_schema_extra=INT64_ITEMS,
-                                  description="original item ids to score")
+class RankOptions(UserFields):
+    """Everything of a rank request but the candidates."""
+
     k: int = Field(10, ge=1, le=MAX_CANDIDATES, description="top-k size (at most the number of candidates)")
     mode: Literal["aif", "naive"] = Field("aif", description="aif: cached user + item sides; naive: all per request")
+
+
+class RankRequest(RankOptions):
+    candidates: list[int] = Field(min_length=1, max_length=MAX_CANDIDATES, json_schema_extra=INT64_ITEMS,
+                                  description="original item ids to score")
 
 
 class RetrieveRequest(UserFields):
@@ -155,6 +163,82 @@ class _OrjsonRequest(Request):
         return self._json
 
 
+def _invalid_body(errors: list[Any]) -> Response:
+    """FastAPI's 422 shape (``loc`` starts with "body"), without echoing the input."""
+    return _json({"detail": [{"loc": ["body", *err.get("loc", ())], "msg": err.get("msg", ""),
+                              "type": err.get("type", "")} for err in errors[:20]]}, 422)
+
+
+def fast_rank_request(body: bytes) -> tuple[RankOptions, np.ndarray] | None:
+    """A well-formed rank request parsed with simdjson, the candidate ids straight into an
+    int64 array (no Python int per id: ~15 us instead of ~75 us for 1,000 ids); None when
+    the body is anything else, and the caller takes the general path, whose answer (result or
+    422) is then the same. Taken only when the body is a JSON object without repeated keys or
+    nested arrays (one ``[`` per top-level array) whose ``candidates`` are 1..MAX int64s."""
+    try:
+        doc = simdjson.Parser().parse(body)
+    except (ValueError, RuntimeError):  # malformed JSON, integers beyond 64 bits, ...
+        return None
+    if not isinstance(doc, simdjson.Object):
+        return None
+    keys = list(doc.keys())
+    if "candidates" not in keys or len(set(keys)) != len(keys):
+        return None
+    rest: dict[str, Any] = {}
+    arrays = 0
+    for key in keys:
+        value = doc[key]
+        if isinstance(value, simdjson.Object):
+            return None
+        if isinstance(value, simdjson.Array):
+            arrays += 1
+        if key != "candidates":
+            rest[key] = value.as_list() if isinstance(value, simdjson.Array) else value
+    cands = doc["candidates"]
+    if arrays != body.count(b"[") or not isinstance(cands, simdjson.Array) or not 1 <= len(cands) <= MAX_CANDIDATES:
+        return None
+    try:  # as_buffer flattens nested arrays (ruled out above) and refuses floats, bools, strings
+        ids = np.frombuffer(cands.as_buffer(of_type="i"), dtype=np.int64).copy()
+    except (TypeError, ValueError, RuntimeError):
+        return None
+    if len(ids) != len(cands):
+        return None
+    try:
+        return RankOptions.model_validate(rest), ids
+    except ValidationError:
+        return None
+
+
+def _serve_lean_rank(app: FastAPI, endpoint: Callable[[RankOptions, np.ndarray], Coroutine[Any, Any, Response]],
+                     check_key: Callable[[str | None], None]) -> None:
+    """Serve ``POST /v1/rank`` without FastAPI's per-request machinery.
+
+    The route keeps its OpenAPI entry (body RankRequest, responses); a request goes to
+    :func:`fast_rank_request`, else to orjson + RankRequest validation with FastAPI's 401 /
+    422 answers. Together ~0.1 ms less per request on the hot path."""
+    route = next(r for r in app.routes if isinstance(r, APIRoute) and r.path == "/v1/rank")
+
+    async def handle(request: Request) -> Response:
+        check_key(request.headers.get("x-api-key"))
+        body = await request.body()
+        fast = fast_rank_request(body)
+        if fast is not None:
+            return await endpoint(*fast)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            return _invalid_body([{"loc": (e.pos,), "msg": "JSON decode error", "type": "json_invalid"}])
+        try:
+            req = RankRequest.model_validate(data)
+        except ValidationError as e:
+            return _invalid_body(e.errors(include_url=False, include_input=False))
+        return await endpoint(req, int64_ids(req.candidates, "candidates"))
+
+    route.app = request_response(handle)
+    app.router.routes.remove(route)  # first in line: Starlette matches routes in order
+    app.router.routes.insert(0, route)
+
+
 class _OrjsonRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -167,14 +251,21 @@ class _OrjsonRoute(APIRoute):
 
 def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
     """The FastAPI app around ``service`` (with the metrics / body-limit middleware)."""
+    # our metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks (newer FastAPI)
+    # would otherwise look the global providers up on every request
+    quiet: dict[str, Any] = ({"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+                             if "telemetry" in inspect.signature(FastAPI).parameters else {})
     app = FastAPI(title="rankstream", version="0.1.0", redoc_url=None,
-                  description="AIF-style ranking service for rankstream sequence models.")
+                  description="AIF-style ranking service for rankstream sequence models.", **quiet)
     app.router.route_class = _OrjsonRoute
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when the server has a key")
 
-    async def auth(key: str | None = Security(header)) -> None:
+    def check_key(key: str | None) -> None:
         if api_key and not (key and secrets.compare_digest(key.encode(), api_key.encode())):
             raise ServeError(401, "missing or wrong X-API-Key")
+
+    async def auth(key: str | None = Security(header)) -> None:
+        check_key(key)
 
     guard = [Security(auth)] if api_key else []  # no per-request dependency without a key
 
@@ -196,11 +287,15 @@ def create_app(service: RankingService, api_key: str | None = None) -> FastAPI:
         return JSONResponse({"detail": f"internal error: {type(e).__name__}"}, status_code=500)
 
     # the hot path first: Starlette tries routes in order
-    @app.post("/v1/rank", dependencies=guard, response_model=RankResponse, responses=ERRORS)
-    async def rank(req: RankRequest) -> Response:
-        ids = int64_ids(req.candidates, "candidates")
-        r = await service.rank(req.query(), ids, req.k, naive=req.mode == "naive")
+    async def rank_ids(opts: RankOptions, ids: np.ndarray) -> Response:
+        r = await service.rank(opts.query(), ids, opts.k, naive=opts.mode == "naive")
         return _ranked(r, with_scores=True)
+
+    @app.post("/v1/rank", dependencies=guard, response_model=RankResponse, responses=ERRORS)
+    async def rank(req: RankRequest) -> Response:  # the OpenAPI entry; served by the lean handler
+        return await rank_ids(req, int64_ids(req.candidates, "candidates"))
+
+    _serve_lean_rank(app, rank_ids, check_key)
 
     @app.get("/health", response_model=Health)
     async def health() -> Response:

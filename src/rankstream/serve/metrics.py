@@ -82,6 +82,15 @@ class Instrument:
 
     def __init__(self, app: ASGIApp, metrics: ServeMetrics, routes: set[str], max_body: int) -> None:
         self.app, self.metrics, self.routes, self.max_body = app, metrics, routes, max_body
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}  # labelled series, looked up once
+
+    def _record(self, endpoint: str, status: int, seconds: float) -> None:
+        child = self._children.get((endpoint, status))
+        if child is None:
+            child = self._children[(endpoint, status)] = (
+                self.metrics.requests.labels(endpoint, str(status)), self.metrics.latency.labels(endpoint))
+        child[0].inc()
+        child[1].observe(seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,8 +112,7 @@ class Instrument:
             if checked is not None:
                 await self.app(scope, checked, send_)
         finally:
-            self.metrics.requests.labels(endpoint, str(status[0])).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - t0)
+            self._record(endpoint, status[0], time.perf_counter() - t0)
 
     async def _limit(self, scope: Scope, receive: Receive, send: Send) -> Receive | None:
         """The receive to use, or None after answering 400/413/415 for a bad or oversized body."""

@@ -106,6 +106,14 @@ class RankingService:
             raise _unknown(ids, rows, "item")
         return rows
 
+    @staticmethod
+    def user_key(q: UserQuery) -> str:
+        """The user-state cache key: the user id, plus a digest of the request's recent items."""
+        if not q.recent_items:
+            return str(q.user_id)
+        recent = np.asarray(q.recent_items, dtype=np.int64)
+        return f"{q.user_id}:{hashlib.blake2b(recent.tobytes(), digest_size=8).hexdigest()}"
+
     def resolve(self, v: ModelVersion, q: UserQuery) -> tuple[str, History | None]:
         """(cache key, history or None for the popularity cold start) of a user query."""
         recent = np.asarray(q.recent_items, dtype=np.int64)
@@ -113,11 +121,7 @@ class RankingService:
         row = v.store.user_row(q.user_id)
         if row < 0 and q.unknown_user == "error":
             raise ServeError(404, f"unknown user id {q.user_id} (unknown_user='error')")
-        history = v.store.history(row, recent_rows, int(time.time()))
-        key = str(q.user_id)
-        if len(recent):
-            key += ":" + hashlib.blake2b(recent.tobytes(), digest_size=8).hexdigest()
-        return key, history
+        return self.user_key(q), v.store.history(row, recent_rows, int(time.time()))
 
     # -- the user side ---------------------------------------------------------------------
     def _submit(self, v: ModelVersion, key: str, history: History) -> Future[np.ndarray]:
@@ -179,6 +183,13 @@ class RankingService:
         """Scores of candidate (original) ``ids`` and their top-k."""
         v = self.current
         rows = self.candidate_rows(v, ids)
+        if not naive and q.unknown_user == "cold_start":
+            # warm path: a cached state implies the query resolved (same version, same recent
+            # items) when it was computed, so the history is not rebuilt
+            state = self.users.get(v.version, self.user_key(q))
+            if state is not None:
+                self.metrics.user_lookup("hit")
+                return self._finish(v, "hit", v.scorer.score(state, np.take(v.items, rows, axis=0)), ids, k)
         key, history = self.resolve(v, q)
         if history is None:
             self.metrics.user_lookup("cold_start")
