@@ -56,6 +56,7 @@ class SimParams:
     refund_share: float = 0.54
     repurchase_share: float = 0.5355
     drift_sd: float = 0.35
+    impulse_logit: float = -2.2  # intercept of the impulse-buy probability (lower: longer delays)
 
 
 def _solve_bias(logit: np.ndarray, target: float, weight: np.ndarray | None = None) -> float:
@@ -111,7 +112,7 @@ def simulate_cascade(n: int, seed: int = 0, days: float = 25.0, params: SimParam
             + 0.25 * np.sin(2 * np.pi * hour / 24) + drift[t // DAY, w["cat"][i]])
     # delays depend on intent, which depends on b0: solve b0 with the attribution window applied
     intent = base - base.mean()
-    fast = rng.random(n) < 1 / (1 + np.exp(2.2 - 0.8 * intent))
+    fast = rng.random(n) < 1 / (1 + np.exp(-params.impulse_logit - 0.8 * intent))
     delay_h = np.where(fast, rng.exponential(0.1, n), rng.lognormal(np.log(10) - 0.4 * intent, 1.4))
     attributed = delay_h < 72
     b0 = _solve_bias(base, params.cvr, attributed.astype(float))
@@ -215,21 +216,22 @@ def _trace_columns(rng: np.random.Generator, t: np.ndarray, times: np.ndarray, a
     return pl.DataFrame(data)
 
 
-def write_simulated(kind: str, out: Path, seed: int = 0, size: int = 0) -> Path:
+def write_simulated(kind: str, out: Path, seed: int = 0, size: int = 0, params: SimParams = SimParams()) -> Path:
     """Write ``cascade_sim.tsv`` (raw CASCADE format) or ``trace_sim.txt`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     if kind == "cascade":
-        raw, truth = simulate_cascade(size or 1_500_000, seed)
+        raw, truth = simulate_cascade(size or 1_500_000, seed, params=params)
         path = out / CASCADE_SIM_FILE
         raw.write_csv(path, separator="\t", include_header=False, quote_style="never")
     elif kind == "trace":
-        raw, truth = simulate_trace(size or 300_000, seed)
+        raw, truth = simulate_trace(size or 300_000, seed, params=params)
         path = out / TRACE_SIM_FILE
         raw.write_csv(path, separator="\t", include_header=True, quote_style="never")
     else:
         raise ValueError(f"unknown simulator '{kind}' (cascade | trace)")
     truth.write_parquet(out / f"{path.stem}.truth.parquet")
     (out / f"{path.stem}.README.txt").write_text(
-        f"SIMULATED {kind.upper()}-format data (rankstream.data.simulate, seed={seed}, size={len(truth)}).\n"
+        f"SIMULATED {kind.upper()}-format data (rankstream.data.simulate, seed={seed}, size={len(truth)}, "
+        f"{params}).\n"
         "Not the real data set: every result on it must be labelled simulated.\n")
     return path
