@@ -56,6 +56,9 @@ def esdfm_weights(dp: torch.Tensor, rn: torch.Tensor) -> tuple[torch.Tensor, tor
 
 def defer_weights(p: torch.Tensor, dp: torch.Tensor, eps: float = 1e-6) -> tuple[torch.Tensor, torch.Tensor]:
     p, dp = p.detach(), dp.detach()
+    # delayed positives are a part of all positives (dp <= p); the two estimates come from
+    # different models, and an unbounded p / (p - dp / 2) blew the positive weights up
+    dp = torch.minimum(dp, p)
     w_pos = (p / (p - 0.5 * dp).clamp_min(eps)).clamp_min(eps)
     return w_pos, (1 - p) / (1 - p + 0.5 * dp)
 
