@@ -107,12 +107,15 @@ class ParquetSource:
         for name in EVENT_DTYPE.names or ():
             rec[name] = df[name].to_numpy()
         self.rec = rec
+        # a contiguous copy: searchsorted on the strided field view copied the whole column
+        # on every read (~2.6 ms a segment on a 3M-event stream)
+        self.ts = np.ascontiguousarray(rec["ts"])
 
     def __len__(self) -> int:
         return len(self.rec)
 
     def read(self, offset: int, until_ts: int) -> Events:
-        end = max(offset, int(np.searchsorted(self.rec["ts"], until_ts, side="left")))
+        end = max(offset, int(np.searchsorted(self.ts, until_ts, side="left")))
         return Events.from_records(self.rec[offset:end], offset)
 
     def close(self) -> None:
