@@ -25,7 +25,7 @@ from torch import nn
 from rankstream.data.delayed import DAY
 from rankstream.data.stream.prepare import PreparedStream
 from rankstream.models.cascade import AuxNet, CascadeConfig
-from rankstream.models.reader import Calibrator, GMVConfig, Router
+from rankstream.models.reader import Calibrator, DualExpertGMV, GMVConfig, Router, SingleGMV
 from rankstream.objectives.delayed import weighted_bce
 from rankstream.objectives.gmv import log_l1, route
 from rankstream.registry import MODELS
@@ -169,7 +169,7 @@ def pretrained(name: str, model_name: str, model_cfg: Any, prep: PreparedStream,
         load_checkpoint(ckpt, model, key)
     else:
         rows = _rows(prep, data_cfg.pretrain_start_day, data_cfg.pretrain_end_day)
-        if name == "base" and hasattr(model, "init_output_scale"):  # GMV regressors: start at the median GMV
+        if name == "base" and isinstance(model, SingleGMV | DualExpertGMV):  # start at the median GMV
             model.init_output_scale(float(np.median(prep.truth.gmv[rows])) if len(rows) else 1.0)
         rows, loss_of = (_gmv_losses if prep.gmv else _cascade_losses)(name, model, prep, rows)
         console.print(f"pre-training {name} ({model_name}) on {len(rows):,} rows, {train_cfg.pretrain_epochs} epoch(s)")
