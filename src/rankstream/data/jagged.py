@@ -7,7 +7,8 @@ that a padded view of a batch, where one is needed (attention), wastes little.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,14 +36,12 @@ class JaggedBatch:
     target: torch.Tensor | None = None  # (B,) int64
 
     def to(self, device: torch.device) -> JaggedBatch:
-        """The same batch with every tensor on ``device`` (no copy when already there)."""
+        """The same batch with every tensor on ``device`` (itself when built there, on the CPU)."""
         if device.type == "cpu":
             return self
-        def mv(t: torch.Tensor | None) -> torch.Tensor | None:
-            return None if t is None else t.to(device, non_blocking=True)
-        return JaggedBatch(self.ids.to(device), self.offsets.to(device), self.times.to(device),
-                           self.next_times.to(device), self.max_len, self.users.to(device),
-                           mv(self.targets), mv(self.target))
+        moved: dict[str, Any] = {f.name: v.to(device, non_blocking=True) for f in fields(self)
+                                 if isinstance(v := getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
 
     @property
     def batch_size(self) -> int:

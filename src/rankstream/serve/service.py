@@ -163,6 +163,10 @@ class RankingService:
         state = self.users.get(v.version, key)
         if state is not None:
             return state, "hit"
+        return await self._state_on_miss(v, key, history)
+
+    async def _state_on_miss(self, v: ModelVersion, key: str, history: History) -> tuple[np.ndarray, str]:
+        """Not cached: wait for the ``prepare`` still running, or compute it now."""
         with self._lock:
             fut = self._inflight.get((v.version, key))
         if fut is not None:
@@ -183,20 +187,20 @@ class RankingService:
         """Scores of candidate (original) ``ids`` and their top-k."""
         v = self.current
         rows = self.candidate_rows(v, ids)
-        if not naive and q.unknown_user == "cold_start":
-            # warm path: a cached state implies the query resolved (same version, same recent
-            # items) when it was computed, so the history is not rebuilt
-            state = self.users.get(v.version, self.user_key(q))
-            if state is not None:
-                self.metrics.user_lookup("hit")
-                return self._finish(v, "hit", v.scorer.score(state, np.take(v.items, rows, axis=0)), ids, k)
-        key, history = self.resolve(v, q)
-        if history is None:
-            self.metrics.user_lookup("cold_start")
-            return self._finish(v, "cold_start", v.store.popularity[rows], ids, k)
-        if naive:
-            return self._finish(v, "computed", v.scorer.score_naive(history, rows), ids, k)
-        state, how = await self.user_state(v, key, history)
+        # warm path: a cached state implies the query resolved (same version, same recent
+        # items) when it was computed, so the history is not rebuilt
+        looked_up = not naive and q.unknown_user == "cold_start"
+        state = self.users.get(v.version, self.user_key(q)) if looked_up else None
+        how = "hit"
+        if state is None:
+            key, history = self.resolve(v, q)
+            if history is None:
+                self.metrics.user_lookup("cold_start")
+                return self._finish(v, "cold_start", v.store.popularity[rows], ids, k)
+            if naive:
+                return self._finish(v, "computed", v.scorer.score_naive(history, rows), ids, k)
+            lookup = self._state_on_miss if looked_up else self.user_state
+            state, how = await lookup(v, key, history)
         self.metrics.user_lookup(how)
         return self._finish(v, how, v.scorer.score(state, np.take(v.items, rows, axis=0)), ids, k)
 
