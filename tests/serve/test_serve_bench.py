@@ -37,3 +37,10 @@ def test_bench_config_still_parses_as_before() -> None:
     assert args.config == "c.yaml" and args.overrides == ["train.max_epochs=1"]
     args = bench_serve_parser().parse_args(["--checkpoint", "x", "--out", "o.json"])
     assert args.candidates == 1000 and args.requests == 10000
+
+
+@pytest.mark.parametrize("flag", ["--rounds", "--requests", "--candidates", "--concurrency"])
+def test_bench_serve_refuses_non_positive_counts(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "serve", "--checkpoint", "nowhere", flag, "0", "--out", "x.json"]
+    assert main(argv) != 0
+    assert f"{flag} must be >= 1" in capsys.readouterr().err

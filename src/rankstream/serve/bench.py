@@ -50,6 +50,13 @@ class BenchOptions:
     seed: int = 0
     server: ServeOptions = field(default_factory=ServeOptions)
 
+    def __post_init__(self) -> None:
+        for name in ("candidates", "requests", "concurrency", "users", "rounds"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"bench serve: --{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0 or self.time_budget_s <= 0:
+            raise ValueError("bench serve: --warmup must be >= 0 and --time-budget-s > 0")
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -154,7 +161,7 @@ def run_bench(checkpoint: Path, opts: BenchOptions, console: Console) -> dict[st
                            "time_budget_s": opts.time_budget_s, "extra": {"wait": True}}, work, "prepare",
                           opts.time_budget_s)
             raws = {"aif_prepare": prep}
-            rounds = max(1, min(opts.rounds, opts.requests))
+            rounds = min(opts.rounds, opts.requests)
             console.print(f"aif / naive: {opts.requests} requests each x {opts.candidates} candidates, "
                           f"concurrency {opts.concurrency}, {rounds} alternating rounds")
             parts: dict[str, list[dict[str, Any]]] = {"aif": [], "naive": []}
