@@ -98,3 +98,31 @@ def test_join_is_idempotent() -> None:
     assert len(st2.apply(Events.from_records(rec2, 0)).buy_click) == 0
     np.testing.assert_array_equal(st2.gmv, gmv)
     np.testing.assert_allclose(gmv, [12.0, 2.0])
+
+
+def test_refund_timer_bounded_scan_matches_a_full_scan() -> None:
+    """The refund-window timer scans only the clicks that can qualify; it must find exactly the
+    conversions a scan of every click finds, for every segment (segments starting before and
+    after one refund window, payments at the window's edges)."""
+    from rankstream.data.stream.samples import _refund_timer
+
+    rng = np.random.default_rng(0)
+    n = 400
+    click = np.sort(rng.integers(0, 3000, n))
+    pay = np.where(rng.random(n) < 0.5, click + rng.integers(0, 1200, n), -1)  # some beyond conv_attr
+    refund = np.where((pay >= 0) & (rng.random(n) < 0.5), pay + rng.integers(0, 40, n), -1)
+    log = ClickLog("cascade", np.zeros((n, 2), np.int64), click, pay, refund, (2, 2))
+    rec = build_events(log)
+    st, at = JoinState(log.click_ts, W), 0
+    bounds = list(range(0, 4400, 37))
+    found = 0
+    for t0, t1 in zip(bounds[:-1], bounds[1:], strict=True):
+        end = int(np.searchsorted(rec["ts"], t1))
+        ap = st.apply(Events.from_records(rec[at:end], at))
+        at = end
+        p = st.pay_ts
+        ref = np.flatnonzero((p >= 0) & (p + W.refund_obs >= t0) & (p + W.refund_obs < t1))
+        got = _refund_timer(st, W, t0, t1, ap)
+        np.testing.assert_array_equal(np.sort(got.click), ref)
+        found += len(ref)
+    assert found > 50

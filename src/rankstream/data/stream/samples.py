@@ -147,9 +147,16 @@ def _cascade(method: str, st: JoinState, w: Windows, t0: int, t1: int, ap: Appli
 
 def _refund_timer(st: JoinState, w: Windows, t0: int, t1: int, ap: Applied, negatives_only: bool = False) -> Samples:
     """Conversions whose refund observation window closes in [t0, t1), labelled 'refunded in it'."""
-    lo = int(np.searchsorted(st.click_ts, t0 - w.conv_attr - w.refund_obs, side="left"))
-    pay = st.pay_ts[lo:]
-    ids = lo + np.flatnonzero((pay >= 0) & (pay + w.refund_obs >= t0) & (pay + w.refund_obs < t1))
+    # pay + refund_obs in [t0, t1) with click <= pay <= click + conv_attr: only clicks in
+    # [t0 - refund_obs - conv_attr, t1 - refund_obs) can qualify (a bounded scan, not to the log's end)
+    base = t0 - w.refund_obs
+    lo, hi = (int(i) for i in np.searchsorted(st.click_ts, [base - w.conv_attr, t1 - w.refund_obs], side="left"))
+    pay = st.pay_ts[lo:hi]
+    if base >= 0:  # 0 <= pay - base < t1 - t0 as one unsigned compare (no payment = -1 wraps to huge)
+        hit = (pay - base).view(np.uint64) < np.uint64(t1 - t0)
+    else:
+        hit = (pay >= 0) & (pay >= base) & (pay < t1 - w.refund_obs)
+    ids = lo + np.flatnonzero(hit)
     r = st.refund_ts[ids]
     inw = (r >= 0) & (r - st.pay_ts[ids] <= w.refund_obs)
     if negatives_only:
