@@ -115,7 +115,19 @@ def test_checkpoint_round_trip(tmp_path: Path, name: str, data: RankingData) -> 
 
 SERVING = [pytest.param(n, {}, id=n) for n in NAMES] + [
     pytest.param(n, {"user_token": False}, id=f"{n}-no-user-token") for n in GENERATIVE
-]
+] + [pytest.param(n, {"user_id": False}, id=f"{n}-no-user-id") for n in GENERATIVE]
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_user_token_without_user_id_reads_only_the_profile(name: str, data: RankingData) -> None:
+    model = make(name, data, user_id=False)
+    assert model.embed.user is None and model.embed.user_side is not None
+    feats = torch.zeros((2, len(data.sizes.user_fields)), dtype=torch.long)
+    tok = model.embed.user_tokens(torch.tensor([0, 1]), feats)
+    torch.testing.assert_close(tok[0], tok[1])  # same profile, different users: same token
+    with_id = make(name, data)
+    tok = with_id.embed.user_tokens(torch.tensor([0, 1]), feats)
+    assert not torch.allclose(tok[0], tok[1])
 
 
 @pytest.mark.parametrize(("name", "extra"), SERVING)

@@ -47,6 +47,7 @@ class GenerativeRankConfig:
     num_time_buckets: int = 128  # (int) log time buckets of the bias
     head_hidden: int = 64  # (int) hidden size of the task heads
     user_token: bool = True  # (bool) start every sequence with a user token (user id + profile fields)
+    user_id: bool = True  # (bool) the user token includes the user-id embedding (off: profile fields only)
 
     def layer_config(self) -> HSTUConfig:
         """The HSTU layer settings (relative positions span max_len + 1 event positions)."""
@@ -68,9 +69,10 @@ class TokenEmbedding(nn.Module):
         self.drop = Dropout(cfg.dropout)
         self.register_buffer("item_genres", item_genres.clone().long())
         self.user_token = cfg.user_token
-        self.user = nn.Embedding(sizes.num_users + 1, d) if cfg.user_token else None  # row 0: unknown user
+        # row 0: unknown user
+        self.user = nn.Embedding(sizes.num_users + 1, d) if cfg.user_token and cfg.user_id else None
         self.user_side = nn.ModuleList(nn.Embedding(n, d) for n in sizes.user_fields) if cfg.user_token else None
-        for emb in (self.item, self.genre, self.action, self.pos, *([self.user, *(self.user_side or [])] if self.user else [])):
+        for emb in (self.item, self.genre, self.action, self.pos, *([self.user] if self.user else []), *(self.user_side or [])):
             nn.init.normal_(emb.weight, 0.0, 0.02)
         with torch.no_grad():
             self.item.weight[0].zero_()
@@ -86,8 +88,10 @@ class TokenEmbedding(nn.Module):
 
     def user_tokens(self, users: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
         """(B, d) the user token u of HSTU / DFGR's sequences: user id + profile fields, position 0."""
-        assert self.user is not None and self.user_side is not None
-        x = self.user(users + 1) + self.pos(torch.zeros_like(users))
+        assert self.user_side is not None
+        x = self.pos(torch.zeros_like(users))
+        if self.user is not None:
+            x = x + self.user(users + 1)
         for i, emb in enumerate(self.user_side):
             x = x + emb(feats[:, i])
         return x
