@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from rankstream.config import load_config
-from rankstream.train.ranking import build, inference_latency
 from rankstream.train.experiment import set_threads
+from rankstream.train.ranking import build, inference_latency
 
 
 def main() -> None:
