@@ -20,7 +20,8 @@ shared with HSTU ranking (positive-action logit + softmax over the rating value)
 
 Differences: "earlier" means an earlier second (events of the same second do not see each
 other's labels, the paper's session-aware masking applied to ML-1M's same-second ratings);
-positions count strictly earlier events; no user-profile token; item side information is the
+positions count strictly earlier events; the user side is one token opening the sequence (user
+id + profile fields, ``model.user_token`` / ``model.user_id``); item side information is the
 genre list only.
 """
 
