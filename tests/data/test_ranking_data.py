@@ -106,3 +106,24 @@ def test_real_ml100k_split_has_no_leakage() -> None:
 def test_max_users_slices(tmp_path: Path) -> None:
     d = build_ranking_data(synthetic_log(), RankingDataConfig(max_users=3))
     assert d.num_users == 3
+
+
+def test_training_windows_with_fewer_targets_give_every_target_its_context() -> None:
+    """``train.window_targets=k``: every training event is still a target exactly once, and each
+    target has min(max_len - k, its earlier events) earlier events in its window."""
+    import pytest
+
+    from rankstream.config import ConfigError
+    from rankstream.train.ranking import RankingEvalConfig, RankingTask, RankingTrainConfig
+
+    d = build_ranking_data(synthetic_log(), RankingDataConfig(max_len=10))
+    full = RankingTask(d, RankingTrainConfig(), RankingEvalConfig(), "sequences", 10).windows["train"]
+    part = RankingTask(d, RankingTrainConfig(window_targets=4), RankingEvalConfig(), "sequences", 10).windows["train"]
+    assert len(part.start) > len(full.start)
+    for w in (full, part):
+        targets = np.concatenate([np.arange(p, q) for p, q in zip(w.target_start, w.end, strict=True)])
+        assert np.array_equal(np.sort(targets), np.sort(d.events_of("train")))
+    first = d.offsets[part.user]
+    assert np.all(part.target_start - part.start >= np.minimum(6, part.target_start - first))
+    with pytest.raises(ConfigError, match="window_targets"):
+        RankingTask(d, RankingTrainConfig(window_targets=11), RankingEvalConfig(), "sequences", 10)

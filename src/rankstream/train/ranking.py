@@ -61,6 +61,10 @@ class RankingTrainConfig:
     eval_every: int = 1  # (int) evaluate on validation every N epochs
     early_stop_metric: str = "auc"  # (str) validation metric that picks the best epoch: auc | gauc
     action_loss_weight: float = 0.5  # (float) weight of the action-class loss (models with an action head)
+    # (int) generative models: target events per training window (0 = the whole window, so a
+    # window's first targets see no earlier event of it; k < max_len gives every target at least
+    # max_len - k earlier events, as evaluation's max_len // 2 does, at ~max_len / k x the cost)
+    window_targets: int = 0
     checkpoint_dir: str = ""  # (str) where best/last checkpoints go ("" = runs/<dataset>-<name>)
     log_dir: str = ""  # (str) TensorBoard scalars ("" = <checkpoint_dir>/tb)
     resume: bool = False  # (bool) continue from <checkpoint_dir>/last if it exists
@@ -88,7 +92,10 @@ class RankingTask:
         self.train_events = self.data.events_of("train")
         self.windows: dict[str, Windows] = {}
         if self.kind == "sequences":
-            self.windows["train"] = sequence_windows(self.data, "train", self.max_len, self.max_len)
+            k = self.train_cfg.window_targets or self.max_len
+            if not 0 < k <= self.max_len:
+                raise ConfigError(f"train.window_targets={k} must be in 0..model.max_len={self.max_len}")
+            self.windows["train"] = sequence_windows(self.data, "train", self.max_len, k)
             block = max(self.max_len // 2, 1)
             for s in ("valid", "test"):
                 self.windows[s] = sequence_windows(self.data, s, self.max_len, block)
