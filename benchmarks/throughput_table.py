@@ -20,6 +20,8 @@ def main() -> None:
         m = re.fullmatch(r"cascade_sim_(\d+)_(\w+?)_(\d+)\.json", f.name)
         if m:
             runs[(int(m[1]), m[2])].append(json.loads(f.read_text()))
+    if not runs:
+        raise SystemExit(f"no cascade_sim_<clicks>_<method>_<run>.json files in {args.folder}")
     print("| simulated clicks (25 days) | method | clicks / segment | clicks / s (median) | runs (clicks / s) |")
     print("|---|---|---|---|---|")
     for (n, method), rs in sorted(runs.items()):

@@ -25,7 +25,7 @@ from torch import nn
 from rankstream.data.delayed import DAY
 from rankstream.data.stream.prepare import PreparedStream
 from rankstream.models.cascade import AuxNet, CascadeConfig
-from rankstream.models.reader import Calibrator, DualExpertGMV, GMVConfig, Router, SingleGMV
+from rankstream.models.reader import Calibrator, GMVConfig, Router
 from rankstream.objectives.delayed import weighted_bce
 from rankstream.objectives.gmv import log_l1, route
 from rankstream.registry import MODELS
@@ -169,8 +169,9 @@ def pretrained(name: str, model_name: str, model_cfg: Any, prep: PreparedStream,
         load_checkpoint(ckpt, model, key)
     else:
         rows = _rows(prep, data_cfg.pretrain_start_day, data_cfg.pretrain_end_day)
-        if name == "base" and isinstance(model, SingleGMV | DualExpertGMV):  # start at the median GMV
-            model.init_output_scale(float(np.median(prep.truth.gmv[rows])) if len(rows) else 1.0)
+        init_scale = getattr(model, "init_output_scale", None)  # GMV regressors start at the median GMV
+        if name == "base" and init_scale is not None:
+            init_scale(float(np.median(prep.truth.gmv[rows])) if len(rows) else 1.0)
         rows, loss_of = (_gmv_losses if prep.gmv else _cascade_losses)(name, model, prep, rows)
         console.print(f"pre-training {name} ({model_name}) on {len(rows):,} rows, {train_cfg.pretrain_epochs} epoch(s)")
         _fit(model, len(rows), loss_of, train_cfg.pretrain_epochs, train_cfg.batch_size, train_cfg.pretrain_lr, train_cfg.seed)

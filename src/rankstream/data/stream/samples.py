@@ -155,7 +155,7 @@ def _refund_timer(st: JoinState, w: Windows, t0: int, t1: int, ap: Applied, nega
     if base >= 0:  # 0 <= pay - base < t1 - t0 as one unsigned compare (no payment = -1 wraps to huge)
         hit = (pay - base).view(np.uint64) < np.uint64(t1 - t0)
     else:
-        hit = (pay >= 0) & (pay >= base) & (pay < t1 - w.refund_obs)
+        hit = (pay >= 0) & (pay < t1 - w.refund_obs)  # base < 0: any payment is >= base
     ids = lo + np.flatnonzero(hit)
     r = st.refund_ts[ids]
     inw = (r >= 0) & (r - st.pay_ts[ids] <= w.refund_obs)
