@@ -10,7 +10,7 @@ import pytest
 
 from rankstream.data.delayed import load_clicklog, save_clicklog
 from rankstream.data.loaders.cascade import CASCADE_BUCKETS, load_cascade, load_cascade_processed
-from rankstream.data.loaders.trace import load_criteo, load_trace
+from rankstream.data.loaders.trace import CRITEO_CAT_BINS, CRITEO_NUM_BINS, load_criteo, load_trace
 from rankstream.data.schema import DataError
 
 T0 = 1746028800  # 2025-05-01 00:00:00 UTC+8
@@ -76,9 +76,33 @@ def test_trace(tmp_path: Path) -> None:
         load_trace(path, on_bad_rows="error")
 
 
-def test_criteo_unverified_format(tmp_path: Path) -> None:
+def test_criteo_format_as_the_reference_readers(tmp_path: Path) -> None:
+    """ES-DFM's reading of data.txt: integer features min-max binned, categoricals hashed."""
+    def row(click: str, conv: str, ints: list[str], cats: list[str]) -> str:
+        return "\t".join([click, conv, *ints, *cats])
+
+    ints_a = ["0", "0", "0", "0", "0", "0", "0", "10"]
+    ints_b = ["10", "5", "", "3", "3", "3", "3", "0"]
+    cats = ["a"] * 8 + [""]
     path = tmp_path / "data.txt"
-    path.write_text("\t".join(["1000", "1500"] + ["1"] * 17) + "\n" + "\t".join(["900", ""] + ["2"] * 17) + "\n")
+    path.write_text("\n".join([
+        row("1000", "1500", ints_a, cats),
+        row("900", "", ints_b, cats),
+        row("950", "", ["x"] + ints_a[1:], cats),  # an integer feature that is not a number: rejected
+    ]) + "\n")
     log = load_criteo(path)
-    assert log.click_ts.tolist() == [0, 100] and log.pay_ts.tolist() == [-1, 600]
-    assert log.features.shape == (2, 17)
+    assert log.rejected.count == 1 and "integer feature not a number" in log.rejected.reasons
+    assert log.click_ts.tolist() == [900, 1000] and log.pay_ts.tolist() == [-1, 1500]  # sorted, times kept
+    assert log.field_sizes == CRITEO_NUM_BINS + CRITEO_CAT_BINS
+    # feature 0: values 10 (row 900) and 0 (row 1000) -> bins 63 and 0 of 64; feature 2: "" is -1,
+    # the minimum -> bin 0, and 0 -> the top bin; feature 7: 0 and 10 -> 0 and 511
+    assert log.features[:, 0].tolist() == [63, 0]
+    assert log.features[:, 2].tolist() == [0, 127]
+    assert log.features[:, 7].tolist() == [0, 511]
+    assert log.features[:, 8].tolist() == [fp("a", 512)] * 2 and log.features[:, 16].tolist() == [fp("", 256)] * 2
+    assert (log.features < np.array(log.field_sizes)).all()
+    with pytest.raises(DataError, match="row 2"):
+        load_criteo(path, on_bad_rows="error")
+    path.write_text("\t".join(["1", "2", "3"]) + "\n")
+    with pytest.raises(DataError, match="expected 19 tab-separated columns"):
+        load_criteo(path)

@@ -11,9 +11,17 @@ are integer ids below the field size are used as they are (``trace.txt`` after t
 ``data_preprocess.py``); anything else (e.g. the tokens of ``trace_encrypted.txt``) is hashed
 with farmhash into the field size, which a categorical model cannot tell apart.
 
-Criteo conversion logs (Chapelle, KDD'14) -- UNVERIFIED, written from the papers' description,
-not checked against the file: ``data.txt``, tab-separated, no header: click timestamp,
-conversion timestamp (empty = none), 8 integer features, 9 hashed categorical features.
+Criteo conversion logs (Chapelle, KDD'14), read as the ES-DFM and DEFER reference code reads
+``data.txt`` (``get_criteo_data_df`` in github ThyrixYang/es_dfm and the DEFER repository):
+tab-separated, no header; column 0 the click timestamp and column 1 the conversion timestamp
+(seconds from the start of the log; empty = no conversion), then 8 integer features and 9
+hashed categorical features. As there, each integer feature is min-max scaled over the file and
+cut into ``(64, 16, 128, 64, 128, 64, 512, 512)`` equal-width bins (empty = -1 before scaling),
+and each categorical value (empty = "") is hashed into ``(512, 128, 256, 256, 64, 256, 256, 16,
+256)`` buckets. Difference: the hash is farmhash, not pandas' ``hash_array``, so the buckets'
+collisions differ (same sizes); the timestamps are kept as they are (the protocol's days count
+from 0, as in the reference). The file itself is not on this network: the format is checked
+against the reference readers, not against the data.
 """
 
 from __future__ import annotations
@@ -31,7 +39,8 @@ from rankstream.data.schema import DataError, Rejected
 TRACE_SIZES = (5, 3604778, 1951876, 432750, 14, 19, 2638598, 1962400, 11123, 397159, 578622, 3, 622,
                107, 8009, 30685, 104, 10, 3, 2, 9, 7)
 TRACE_REQUIRED = ("click_time", "pay_time", "dirpay_amt")
-CRITEO_BUCKET = 1 << 20
+CRITEO_NUM_BINS = (64, 16, 128, 64, 128, 64, 512, 512)  # ES-DFM's num_bin_size
+CRITEO_CAT_BINS = (512, 128, 256, 256, 64, 256, 256, 16, 256)  # ES-DFM's cate_bin_size
 
 
 def _ids_or_hash(col: pl.Series, size: int) -> np.ndarray:
@@ -96,22 +105,41 @@ def load_trace(path: Path, *, sizes: tuple[int, ...] = TRACE_SIZES, max_bucket: 
     return sort_by_click_time(log)
 
 
-def load_criteo(path: Path, *, bucket: int = CRITEO_BUCKET, on_bad_rows: Literal["skip", "error"] = "skip") -> ClickLog:
-    """UNVERIFIED Criteo conversion-log reader (see the module docstring for the assumed format)."""
+def minmax_bins(values: np.ndarray, bins: int) -> np.ndarray:
+    """Equal-width bin of each value between the column's min and max (ES-DFM's integer features)."""
+    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    z = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    return np.floor(z * (bins - 1e-5)).astype(np.int64)
+
+
+def load_criteo(path: Path, *, num_bins: tuple[int, ...] = CRITEO_NUM_BINS, cat_bins: tuple[int, ...] = CRITEO_CAT_BINS,
+                on_bad_rows: Literal["skip", "error"] = "skip") -> ClickLog:
+    """Read the Criteo conversion logs' ``data.txt`` into a :class:`ClickLog` (format in the module docstring)."""
     if not path.is_file():
         raise FileNotFoundError(f"Criteo file not found: {path}")
     df = pl.read_csv(path, separator="\t", has_header=False, infer_schema=False, quote_char=None)
-    if df.width != 19:
-        raise DataError(f"{path}: expected 19 tab-separated columns (UNVERIFIED format), found {df.width}")
-    click = df[df.columns[0]].cast(pl.Int64, strict=False)
-    conv = df[df.columns[1]].cast(pl.Int64, strict=False)
-    bad = click.is_null().to_numpy() | (conv.is_null() & (df[df.columns[1]].fill_null("") != "")).to_numpy()
-    rej = _reject_rows(bad, "click/conversion timestamp not an integer", path, on_bad_rows)
-    df, click, conv = df.filter(pl.Series(~bad)), click.filter(pl.Series(~bad)), conv.filter(pl.Series(~bad))
-    feats = np.stack([hash_column(df[c].fill_null("") .str.replace(r"^", f"{i}:"), bucket)
-                      for i, c in enumerate(df.columns[2:])], axis=1)
-    t0 = int(click.to_numpy().min()) if len(click) else 0
+    n_num, n_cat = len(num_bins), len(cat_bins)
+    if df.width != 2 + n_num + n_cat:
+        raise DataError(f"{path}: expected {2 + n_num + n_cat} tab-separated columns (click time, conversion time, "
+                        f"{n_num} integer and {n_cat} categorical features), found {df.width}")
+    cols = df.columns
+    click = df[cols[0]].cast(pl.Int64, strict=False)
+    conv = df[cols[1]].cast(pl.Int64, strict=False)
+    nums = [df[c].cast(pl.Float64, strict=False) for c in cols[2:2 + n_num]]
+    bad_click = click.is_null().to_numpy()
+    bad_conv = (conv.is_null() & (df[cols[1]].fill_null("") != "")).to_numpy()
+    bad_num = np.zeros(len(df), bool)
+    for raw, x in zip(cols[2:2 + n_num], nums, strict=True):
+        bad_num |= (x.is_null() & (df[raw].fill_null("") != "")).to_numpy()
+    rej = Rejected()
+    for bad, why in ((bad_click, "click timestamp not an integer"), (bad_conv, "conversion timestamp not an integer"),
+                     (bad_num & ~bad_click & ~bad_conv, "integer feature not a number")):
+        rej = rej.merge(_reject_rows(bad, why, path, on_bad_rows))
+    keep = pl.Series(~(bad_click | bad_conv | bad_num))
+    df, click, conv = df.filter(keep), click.filter(keep), conv.filter(keep)
+    feats = [minmax_bins(x.filter(keep).fill_null(-1.0).to_numpy(), b) for x, b in zip(nums, num_bins, strict=True)]
+    feats += [hash_column(df[c].fill_null(""), b) for c, b in zip(cols[2 + n_num:], cat_bins, strict=True)]
     conv_np = conv.fill_null(-1).to_numpy()
-    log = ClickLog("criteo", feats, click.to_numpy() - t0, np.where(conv_np < 0, -1, conv_np - t0),
-                   np.full(len(click), -1, np.int64), (bucket,) * 17, source=str(path), rejected=rej)
+    log = ClickLog("criteo", np.stack(feats, axis=1), click.to_numpy(), np.where(conv_np < 0, -1, conv_np),
+                   np.full(len(click), -1, np.int64), tuple(num_bins) + tuple(cat_bins), source=str(path), rejected=rej)
     return sort_by_click_time(log)
