@@ -12,16 +12,18 @@ are integer ids below the field size are used as they are (``trace.txt`` after t
 with farmhash into the field size, which a categorical model cannot tell apart.
 
 Criteo conversion logs (Chapelle, KDD'14), read as the ES-DFM and DEFER reference code reads
-``data.txt`` (``get_criteo_data_df`` in github ThyrixYang/es_dfm and the DEFER repository):
-tab-separated, no header; column 0 the click timestamp and column 1 the conversion timestamp
-(seconds from the start of the log; empty = no conversion), then 8 integer features and 9
-hashed categorical features. As there, each integer feature is min-max scaled over the file and
-cut into ``(64, 16, 128, 64, 128, 64, 512, 512)`` equal-width bins (empty = -1 before scaling),
-and each categorical value (empty = "") is hashed into ``(512, 128, 256, 256, 64, 256, 256, 16,
-256)`` buckets. Difference: the hash is farmhash, not pandas' ``hash_array``, so the buckets'
-collisions differ (same sizes); the timestamps are kept as they are (the protocol's days count
-from 0, as in the reference). The file itself is not on this network: the format is checked
-against the reference readers, not against the data.
+``data.txt`` (``get_data_df`` in github ThyrixYang/es_dfm ``src/data.py``; the DEFER code's
+``get_criteo_data_df``): tab-separated, no header; column 0 the click timestamp and column 1
+the conversion timestamp (seconds from the start of the log; empty = no conversion), then 8
+integer features and 9 hashed categorical features. Each integer feature is min-max scaled over
+the file (empty = -1 before scaling) and cut into ``(64, 16, 128, 64, 128, 64, 512, 512)``
+equal-width bins, ``floor(z * (bins - 1e-5))`` as the DEFER code does (ES-DFM's TF model
+buckets the same scaled value with ``bins - 1`` boundaries ``j / (bins - 1)``, i.e. one bin
+fewer in use); each categorical value (empty = "") is hashed into ``(512, 128, 256, 256, 64,
+256, 256, 16, 256)`` buckets. Differences: the hash is farmhash, not pandas' ``hash_array`` or
+TF's hash bucket, so the buckets' collisions differ (same sizes); the timestamps are kept as
+they are (the protocol's days count from 0, as there). The file itself is not on this network:
+the format is checked against the reference readers, not against the data.
 """
 
 from __future__ import annotations
