@@ -107,6 +107,11 @@ def load_trace(path: Path, *, sizes: tuple[int, ...] = TRACE_SIZES, max_bucket: 
     return sort_by_click_time(log)
 
 
+def _unparsed(raw: pl.Series, parsed: pl.Series) -> np.ndarray:
+    """Rows where ``raw`` holds text that ``parsed`` (its non-strict cast) could not read."""
+    return (parsed.is_null() & (raw.fill_null("") != "")).to_numpy()
+
+
 def minmax_bins(values: np.ndarray, bins: int) -> np.ndarray:
     """Equal-width bin of each value between the column's min and max (ES-DFM's integer features)."""
     lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
@@ -129,10 +134,8 @@ def load_criteo(path: Path, *, num_bins: tuple[int, ...] = CRITEO_NUM_BINS, cat_
     conv = df[cols[1]].cast(pl.Int64, strict=False)
     nums = [df[c].cast(pl.Float64, strict=False) for c in cols[2:2 + n_num]]
     bad_click = click.is_null().to_numpy()
-    bad_conv = (conv.is_null() & (df[cols[1]].fill_null("") != "")).to_numpy()
-    bad_num = np.zeros(len(df), bool)
-    for raw, x in zip(cols[2:2 + n_num], nums, strict=True):
-        bad_num |= (x.is_null() & (df[raw].fill_null("") != "")).to_numpy()
+    bad_conv = _unparsed(df[cols[1]], conv)
+    bad_num = np.logical_or.reduce([_unparsed(df[c], x) for c, x in zip(cols[2:2 + n_num], nums, strict=True)])
     rej = Rejected()
     for bad, why in ((bad_click, "click timestamp not an integer"), (bad_conv, "conversion timestamp not an integer"),
                      (bad_num & ~bad_click & ~bad_conv, "integer feature not a number")):
