@@ -106,3 +106,18 @@ def test_criteo_format_as_the_reference_readers(tmp_path: Path) -> None:
     path.write_text("\t".join(["1", "2", "3"]) + "\n")
     with pytest.raises(DataError, match="expected 19 tab-separated columns"):
         load_criteo(path)
+
+
+def test_criteo_bins_span_each_column_and_rejected_rows_count_once(tmp_path: Path) -> None:
+    """Bins run from the column's own minimum (not from 0); a row bad in two ways is one rejection."""
+    cats = ["c"] * 9
+    path = tmp_path / "data.txt"
+    path.write_text("\n".join("\t".join(r) for r in [
+        ["10", "", "5"] + ["7"] * 7 + cats,
+        ["20", "", "10"] + ["7"] * 7 + cats,
+        ["x", "y"] + ["7"] * 8 + cats,  # click and conversion time both unreadable: one row
+    ]) + "\n")
+    log = load_criteo(path)
+    assert log.features[:, 0].tolist() == [0, 63]  # 5 and 10: the column's min and max
+    assert log.features[:, 1].tolist() == [0, 0]  # a constant column: bin 0
+    assert log.rejected.count == 1

@@ -114,7 +114,9 @@ def _unparsed(raw: pl.Series, parsed: pl.Series) -> np.ndarray:
 
 def minmax_bins(values: np.ndarray, bins: int) -> np.ndarray:
     """Equal-width bin of each value between the column's min and max (ES-DFM's integer features)."""
-    lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
+    if values.size == 0:
+        return values.astype(np.int64)
+    lo, hi = float(values.min()), float(values.max())
     z = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
     return np.floor(z * (bins - 1e-5)).astype(np.int64)
 
@@ -137,7 +139,7 @@ def load_criteo(path: Path, *, num_bins: tuple[int, ...] = CRITEO_NUM_BINS, cat_
     bad_conv = _unparsed(df[cols[1]], conv)
     bad_num = np.logical_or.reduce([_unparsed(df[c], x) for c, x in zip(cols[2:2 + n_num], nums, strict=True)])
     rej = Rejected()
-    for bad, why in ((bad_click, "click timestamp not an integer"), (bad_conv, "conversion timestamp not an integer"),
+    for bad, why in ((bad_click, "click timestamp not an integer"), (bad_conv & ~bad_click, "conversion timestamp not an integer"),
                      (bad_num & ~bad_click & ~bad_conv, "integer feature not a number")):
         rej = rej.merge(_reject_rows(bad, why, path, on_bad_rows))
     keep = pl.Series(~(bad_click | bad_conv | bad_num))
