@@ -11,7 +11,7 @@ set -euo pipefail
 DATA=${1:-../shared/data}
 shift || true
 mkdir -p results/delayed
-for m in oracle pretrained vanilla fnw fnc esdfm defer tesla; do
+for m in oracle pretrained vanilla fnw fnc esdfm defer defuse tesla; do
   rankstream bench --config "configs/cascade_sim/$m.yaml" --data-dir "$DATA" \
     --out "results/delayed/cascade_sim_$m.json" train.checkpoint_dir="runs/cascade_sim-$m" "$@"
   [ "${KEEP_CHECKPOINTS:-0}" = 1 ] || rm -rf "runs/cascade_sim-$m"

@@ -7,7 +7,7 @@ import numpy as np
 from rankstream.data.delayed import ClickLog, Windows
 from rankstream.data.stream.join import JoinState
 from rankstream.data.stream.prepare import truth_of
-from rankstream.data.stream.samples import CVR_STAGE, REFUND_STAGE, build_samples
+from rankstream.data.stream.samples import CVR_STAGE, REFUND_STAGE, Samples, build_samples
 from rankstream.data.stream.source import Events, build_events
 
 W = Windows(conv_attr=1000, refund_attr=500, conv_obs=10, refund_obs=20)
@@ -27,8 +27,8 @@ def trace_log() -> ClickLog:
                     (2, 2), np.array([0, 2, 4]), np.array([10, 300, 30, 1520]), np.array([5.0, 7.0, 2.0, 9.0]))
 
 
-def stream(log: ClickLog, method: str, bounds: list[int]) -> list[list[tuple[int, int, int, float]]]:
-    """(click, time, stage, label) per segment [bounds[k], bounds[k+1])."""
+def segments(log: ClickLog, method: str, bounds: list[int]) -> list[Samples]:
+    """The method's samples per segment [bounds[k], bounds[k+1])."""
     rec = build_events(log)
     st, truth, out = JoinState(log.click_ts, W), truth_of(log, W), []
     at = 0
@@ -36,7 +36,14 @@ def stream(log: ClickLog, method: str, bounds: list[int]) -> list[list[tuple[int
         end = int(np.searchsorted(rec["ts"], t1))
         ap = st.apply(Events.from_records(rec[at:end], at))
         at = end
-        s = build_samples(method, st, W, t0, t1, ap, truth, log.kind == "trace")
+        out.append(build_samples(method, st, W, t0, t1, ap, truth, log.kind == "trace"))
+    return out
+
+
+def stream(log: ClickLog, method: str, bounds: list[int]) -> list[list[tuple[int, int, int, float]]]:
+    """(click, time, stage, label) per segment [bounds[k], bounds[k+1])."""
+    out = []
+    for s in segments(log, method, bounds):
         out.append(sorted(zip(s.click.tolist(), s.ts.tolist(), s.stage.tolist(), s.label.tolist(), strict=True)))
     return out
 
@@ -50,6 +57,15 @@ def test_esdfm_window_and_delayed_duplicate() -> None:
     assert refund == [(0, 10, 1, 0.0), (0, 15, 1, 1.0), (1, 50, 1, 0.0)]
     # click 2's conversion (2000 s after its click) and click 1's refund (550 s after pay) never count
     assert seg[1] == []
+
+
+def test_defuse_reads_the_esdfm_stream() -> None:
+    assert stream(cascade_log(), "defuse", [0, 200, 3000]) == stream(cascade_log(), "esdfm", [0, 200, 3000])
+    # DEFUSE's loss tells an immediate positive from a delayed duplicate by its delay (hours)
+    s = segments(cascade_log(), "defuse", [0, 200])[0]
+    pos = (s.stage == CVR_STAGE) & (s.label > 0)
+    late = s.delay_h[pos] > W.conv_obs / 3600.0
+    assert dict(zip(s.click[pos].tolist(), late.tolist(), strict=True)) == {0: False, 1: True}
 
 
 def test_tesla_refund_stage_waits_the_refund_window() -> None:

@@ -9,6 +9,7 @@ import torch
 
 from rankstream.objectives.delayed import (
     defer_weights,
+    defuse_loss,
     delay_bpr,
     delay_weights,
     esdfm_weights,
@@ -46,6 +47,43 @@ def test_importance_weights() -> None:
     # dp above p (two models' estimates): dp is capped at p, so the weights stay in [1, 2] / (0, 1]
     w_pos, w_neg = defer_weights(T([0.05]), T([0.2]))
     close(w_pos, 2.0), close(w_neg, 0.95 / (0.95 + 0.025))
+
+
+def test_defuse_loss_by_hand() -> None:
+    x, dp, rn = T([0.0, 0.0, 0.0]), T([0.2, 0.2, 0.2]), T([0.75, 0.75, 0.75])
+    z, delayed = T([1.0, 1.0, 0.0]), T([False, True, False])
+    ln2 = math.log(2)  # both BCE terms at logit 0
+    # immediate positive (1 + dp), delayed positive 1, negative: z dp on the positive term and
+    # (1 - z)(1 + dp) on the negative one, z = 1 - rn = 0.25
+    close(defuse_loss(x, z, dp, rn, delayed), (1.2 * ln2 + ln2 + (0.25 * 0.2 + 0.75 * 1.2) * ln2) / 3)
+
+
+@pytest.mark.parametrize(("p_ip", "p_dp"), [(0.05, 0.04), (0.3, 0.2), (0.01, 0.2)])
+def test_defuse_minimiser_is_the_true_conversion_rate(p_ip: float, p_dp: float) -> None:
+    """On ES-DFM's stream (a window sample per click, a duplicate per delayed conversion), with the
+    true auxiliary probabilities, the expected DEFUSE loss of a click is smallest at its true
+    conversion rate p_ip + p_dp; the biased stream's plain BCE is not."""
+    p_rn = 1 - p_ip - p_dp
+    dp, rn = T([p_dp]), T([p_rn / (p_rn + p_dp)])
+    x = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([x], lr=0.5, max_iter=200)
+
+    def expected() -> torch.Tensor:  # sample types with their stream probabilities per click
+        ip = defuse_loss(x, T([1.0]), dp, rn, T([False]))
+        neg = defuse_loss(x, T([0.0]), dp, rn, T([False]))
+        late = defuse_loss(x, T([1.0]), dp, rn, T([True]))
+        return p_ip * ip + (p_dp + p_rn) * neg + p_dp * late
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = expected()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    assert float(torch.sigmoid(x.detach())) == pytest.approx(p_ip + p_dp, rel=1e-3)
+    biased = (p_ip + p_dp) / (1 + p_dp)  # plain BCE's minimiser on the same stream
+    assert abs(biased - (p_ip + p_dp)) > 1e-3
 
 
 def test_delay_weights_and_ranking_loss() -> None:

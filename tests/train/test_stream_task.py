@@ -33,7 +33,7 @@ def run(path: Path, data: Path, *overrides: str) -> dict:
     return result
 
 
-@pytest.mark.parametrize("method", ["pretrained", "oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "tesla"])
+@pytest.mark.parametrize("method", ["pretrained", "oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "defuse", "tesla"])
 def test_cascade_methods(cache: Path, method: str) -> None:
     r = run(tiny_config(cache, method, train={"max_segments": 12}), cache / "data")
     assert r["simulated"] is True and r["protocol"]["segments"] == 12

@@ -14,10 +14,10 @@ from typing import Any
 
 from rankstream.eval.delayed import plot_segment_auc
 
-CASCADE_ORDER = ("pretrained", "oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "tesla")
+CASCADE_ORDER = ("pretrained", "oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "defuse", "tesla")
 TRACE_ORDER = ("pretrained_gmv", "oracle_gmv", "online_single", "reader")
 NAMES = {"pretrained": "Pre-trained", "oracle": "Oracle", "vanilla": "Vanilla", "fnw": "FNW", "fnc": "FNC",
-         "esdfm": "ES-DFM", "defer": "DEFER", "tesla": "TESLA", "pretrained_gmv": "Pre-Single",
+         "esdfm": "ES-DFM", "defer": "DEFER", "defuse": "DEFUSE", "tesla": "TESLA", "pretrained_gmv": "Pre-Single",
          "oracle_gmv": "Oracle-Single", "online_single": "Online-Single", "reader": "READER"}
 
 

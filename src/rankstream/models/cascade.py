@@ -8,7 +8,7 @@ reads its private embeddings concatenated with a shared table (the repo's PLE-st
 Differences: one table per embedding set with sparse gradients (lazy Adam on rows, see
 train/stream_loop.py) instead of 22 dense tables updated by AdamW.
 
-:class:`AuxNet` is the auxiliary model of ES-DFM / DEFER / TESLA: one tower with several
+:class:`AuxNet` is the auxiliary model of ES-DFM / DEFER / DEFUSE / TESLA: one tower with several
 logits (in-window conversion, delayed positive, real negative), pre-trained and then frozen.
 """
 
@@ -78,5 +78,5 @@ class AuxNet(nn.Module):
 
 @register_model("cascade_cvr", CascadeConfig, task="stream")
 def build_cascade(cfg: CascadeConfig, field_sizes: tuple[int, ...]) -> CascadeNet:
-    """CVR x (1 - refund) towers (NetCVR repo baselines): Pre-trained, Oracle, Vanilla, FNW, FNC, ES-DFM, DEFER."""
+    """CVR x (1 - refund) towers (NetCVR repo baselines): Pre-trained, Oracle, Vanilla, FNW, FNC, ES-DFM, DEFER, DEFUSE."""
     return CascadeNet(cfg, field_sizes)

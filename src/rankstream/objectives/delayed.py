@@ -14,6 +14,12 @@ reference code does with its stage masks).
   DEFER  (Gu et al., KDD'21, Eq. 9): w+ = p / (p - f_dp / 2), w- = (1 - p) / (1 - p + f_dp / 2);
          as in the NetCVR code, w+ is clamped below at 1e-6 (we also keep the denominator
          >= 1e-6, which the code does not).
+  DEFUSE (Chen et al., WWW'22, arXiv 2202.06472; the authors' ``unbiased_defuse_loss`` in
+         github ychen216/DEFUSE and the NetCVR repo's ReDEFUSE): on the ES-DFM stream, each
+         observed negative is split by the probability z = 1 - f_rn that it is a fake negative;
+         immediate positives w = 1 + f_dp, delayed-positive duplicates w = 1, the fake-negative
+         part z f_dp on the POSITIVE term, the real-negative part (1 - z)(1 + f_dp) on the
+         negative term (:func:`defuse_loss`).
   TESLA  (Luo et al., WWW'26, Sec. 4.2; NetCVR repo ``cvr_loss_fn_wi_DelayTimeBpr``): per stage
          w+ = 1 + p_pre - q_inw, w- = (1 + p_pre - q_inw) tn, with the frozen pre-trained model's
          probability p_pre and an auxiliary model's in-window probability q_inw and real-negative
@@ -61,6 +67,28 @@ def defer_weights(p: torch.Tensor, dp: torch.Tensor, eps: float = 1e-6) -> tuple
     dp = torch.minimum(dp, p)
     w_pos = (p / (p - 0.5 * dp).clamp_min(eps)).clamp_min(eps)
     return w_pos, (1 - p) / (1 - p + 0.5 * dp)
+
+
+def defuse_loss(x: torch.Tensor, z: torch.Tensor, dp: torch.Tensor, rn: torch.Tensor, delayed: torch.Tensor,
+                denom: int | None = None) -> torch.Tensor:
+    """DEFUSE's label-corrected loss on the ES-DFM stream (sum / ``denom``, default len(x)).
+
+    ``delayed`` marks the delayed-positive duplicates (conversions after the observation
+    window); the other positives are immediate ones. Per-sample weights (stop-gradient):
+    immediate positive ``(1 + f_dp) log f``, delayed positive ``1 * log f``, observed negative
+    ``z f_dp log f + (1 - z)(1 + f_dp) log(1 - f)`` with ``z = 1 - f_rn``. With the true
+    f_dp and f_rn the expected loss of a click is ``(1 + f_dp)`` times its cross-entropy
+    against the true label, so each click's minimiser is its true conversion probability
+    (tested). The reference code applies the immediate AND the delayed weight to every
+    positive (``z * (loss1 + loss4)``), which inflates the positives about twofold; we split
+    them as the paper's four sample types do.
+    """
+    dp, rn = dp.detach(), rn.detach()
+    pos, neg = bce_terms(x)
+    fake = 1 - rn
+    w_pos = torch.where(delayed, torch.ones_like(dp), 1 + dp)
+    total = (z * w_pos * pos + (1 - z) * (fake * dp * pos + (1 - fake) * (1 + dp) * neg)).sum()
+    return total / max(denom if denom is not None else x.numel(), 1)
 
 
 def tesla_weights(p_pre: torch.Tensor, q_inw: torch.Tensor, tn: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,7 +40,7 @@ from rankstream.train.stream_pretrain import pretrained
 
 @dataclass(frozen=True)
 class StreamTrainConfig:
-    # (str) pretrained | oracle | vanilla | fnw | fnc | esdfm | defer | tesla (CASCADE);
+    # (str) pretrained | oracle | vanilla | fnw | fnc | esdfm | defer | defuse | tesla (CASCADE);
     # pretrained_gmv | oracle_gmv | online_single | reader (TRACE)
     method: str = "tesla"
     batch_size: int = 2048  # (int) samples per step within a segment (the papers: 5000)
@@ -104,7 +104,7 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
     if method.trains:
         model.requires_grad_(True)
     ctx = Context(method, helpers, torch.Generator(), cfg.train.bpr_negatives_cvr, cfg.train.bpr_negatives_refund,
-                  cfg.train.reader_boost, cfg.train.reader_ga)
+                  cfg.train.reader_boost, cfg.train.reader_ga, conv_obs_h=cfg.data.conv_obs_s / 3600.0)
     source = open_source(prep, cfg.data)
     try:
         runner = StreamRunner(prep, source, model, ctx, cfg.data, cfg.train, cfg.eval, ckpt, refs, console)

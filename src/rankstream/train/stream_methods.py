@@ -16,6 +16,7 @@ import torch
 from rankstream.data.stream.samples import CVR_STAGE, REFUND_STAGE
 from rankstream.objectives.delayed import (
     defer_weights,
+    defuse_loss,
     delay_bpr,
     esdfm_weights,
     fnc_calibrate,
@@ -37,7 +38,8 @@ class Method:
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("pretrained", "cascade", trains=False), Method("oracle", "cascade"), Method("vanilla", "cascade"),
     Method("fnw", "cascade"), Method("fnc", "cascade"), Method("esdfm", "cascade", ("aux_cvr",)),
-    Method("defer", "cascade", ("aux_cvr",)), Method("tesla", "cascade", ("pretrained", "aux_cvr", "aux_refund")),
+    Method("defer", "cascade", ("aux_cvr",)), Method("defuse", "cascade", ("aux_cvr",)),
+    Method("tesla", "cascade", ("pretrained", "aux_cvr", "aux_refund")),
     Method("pretrained_gmv", "gmv", trains=False), Method("oracle_gmv", "gmv"), Method("online_single", "gmv"),
     Method("reader", "gmv", ("router", "calibrator")),
 )}
@@ -66,6 +68,7 @@ class Context:
     bpr_refund: int = 5
     reader_boost: float = 0.1
     reader_ga: float = 0.5
+    conv_obs_h: float = 0.0  # conversion observation window, hours (DEFUSE: immediate vs delayed positives)
 
 
 def _sig(x: torch.Tensor) -> torch.Tensor:
@@ -82,9 +85,13 @@ def _stage_loss(ctx: Context, model: Any, b: Batch, stage: int, denom: int) -> t
         return weighted_bce(x, z, denom=denom)
     if name == "fnw":
         return weighted_bce(x, z, *fnw_weights(_sig(x)), denom=denom)
-    if stage == CVR_STAGE and name in ("esdfm", "defer"):
+    if stage == CVR_STAGE and name in ("esdfm", "defer", "defuse"):
         with torch.no_grad():
             aux = _sig(ctx.helpers["aux_cvr"](ids))  # (inw, dp, rn)
+        if name == "defuse":
+            if ctx.conv_obs_h <= 0:
+                raise ValueError("DEFUSE needs the conversion observation window (Context.conv_obs_h > 0)")
+            return defuse_loss(x, z, aux[:, 1], aux[:, 2], b.delay_h[rows] > ctx.conv_obs_h, denom=denom)
         w = esdfm_weights(aux[:, 1], aux[:, 2]) if name == "esdfm" else defer_weights(_sig(x), aux[:, 1])
         return weighted_bce(x, z, *w, denom=denom)
     if name != "tesla":

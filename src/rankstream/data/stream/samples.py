@@ -12,6 +12,7 @@ Per method (w = observation window, A = attribution window; references in object
            within w_r" (waits, never corrects; delayed conversions are lost)
   fnw/fnc  click at t as a negative; each conversion duplicated as a positive at p (Ktena 2019)
   esdfm    click at t+w with its in-window label; each delayed conversion duplicated at p
+  defuse   as esdfm (the loss tells immediate positives from delayed duplicates by their delay)
   defer    as esdfm, plus every conversion duplicated at p and every real negative at t+A
   tesla    CVR stage as esdfm; refund stage: each refund at r (positive), each conversion not
            refunded within w_r at p+w_r (negative) (NetCVR repo, add_esdfmRF_duplicate_samples_dp)
@@ -31,7 +32,7 @@ from rankstream.data.delayed import Windows
 from rankstream.data.stream.join import Applied, JoinState
 
 CVR_STAGE, REFUND_STAGE, GMV_STAGE = 0, 1, 2
-METHODS = ("oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "tesla", "online_single", "reader")
+METHODS = ("oracle", "vanilla", "fnw", "fnc", "esdfm", "defer", "defuse", "tesla", "online_single", "reader")
 
 
 @dataclass(frozen=True)
@@ -140,7 +141,7 @@ def _cascade(method: str, st: JoinState, w: Windows, t0: int, t1: int, ap: Appli
         ids = _timer(st, w.conv_attr, t0, t1)
         neg = ids[st.pay_ts[ids] < 0]
         parts.append(make(neg, st.click_ts[neg] + w.conv_attr, CVR_STAGE, 0.0))
-    elif method != "esdfm":
+    elif method not in ("esdfm", "defuse"):
         raise ValueError(f"unknown delayed-feedback method '{method}' (known: {', '.join(METHODS)})")
     return parts
 
