@@ -6,8 +6,10 @@ import copy
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from rankstream.train.optim import LazyAdam
+from rankstream.train.optim import LazyAdam, dedupe
 
 
 def _step(emb: torch.nn.Embedding, opt: torch.optim.Optimizer, ids: torch.Tensor) -> None:
@@ -57,3 +59,14 @@ def test_dense_gradients_are_refused() -> None:
     w.grad = torch.ones(3, 2)
     with pytest.raises(RuntimeError, match="sparse gradients"):
         LazyAdam([w]).step()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 40), min_size=1, max_size=200))
+def test_dedupe_without_sort_matches_unique(ids: list[int]) -> None:
+    idx = torch.tensor(ids)
+    scratch = torch.full((41,), -1, dtype=torch.int64)
+    rows, inverse = dedupe(idx, scratch)
+    assert torch.equal(rows[inverse], idx)  # every id maps back to its own row
+    assert sorted(rows.tolist()) == torch.unique(idx).tolist()  # each distinct row once
+    assert bool((scratch == -1).all())  # the scratch is clean for the next step
