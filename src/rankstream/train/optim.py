@@ -17,17 +17,14 @@ from typing import Any
 import torch
 
 
-def dedupe(idx: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def dedupe(idx: torch.Tensor, scratch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(distinct rows, inverse) of a 1-D index: ``rows[inverse] == idx``.
 
-    With ``scratch`` (int64, one slot per table row, all -1; left all -1 again) it needs no sort:
-    each row's last position is marked by a scatter-max, the marked positions are the distinct
-    rows (in order of their last occurrence) and a running count numbers them. ~2x faster than
-    ``torch.unique`` on a batch's ~15k ids. Without ``scratch``: ``torch.unique``.
+    ``scratch`` (int64, one slot per table row, all -1; left all -1 again) saves the sort of
+    ``torch.unique``: each row's last position is marked by a scatter-max, the marked positions
+    are the distinct rows (in order of their last occurrence) and a running count numbers them.
+    ~2x faster than ``torch.unique`` on a batch's ~15k ids.
     """
-    if scratch is None:
-        rows, inverse = torch.unique(idx, return_inverse=True)
-        return rows, inverse
     pos = torch.arange(idx.numel(), device=idx.device)
     scratch.scatter_reduce_(0, idx, pos, "amax")
     last = scratch[idx]
@@ -39,9 +36,10 @@ def dedupe(idx: torch.Tensor, scratch: torch.Tensor | None = None) -> tuple[torc
 
 
 def lazy_adam_rows(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor, exp_avg_sq: torch.Tensor,
-                   step: int, lr: float, beta1: float, beta2: float, eps: float, maximize: bool = False,
-                   scratch: torch.Tensor | None = None) -> None:
-    """One Adam step on the rows of ``param`` that the sparse ``grad`` touches (in place)."""
+                   step: int, lr: float, beta1: float, beta2: float, eps: float, maximize: bool,
+                   scratch: torch.Tensor) -> None:
+    """One Adam step on the rows of ``param`` that the sparse ``grad`` touches (in place);
+    ``scratch`` is :func:`dedupe`'s per-table array."""
     idx, vals = grad._indices()[0], grad._values()
     if vals.numel() == 0:
         return

@@ -103,8 +103,8 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
     model = pretrained("base", cfg.model_name, cfg.model, prep, cfg.data, cfg.train, folder, console)
     if method.trains:
         model.requires_grad_(True)
-    ctx = Context(method, helpers, torch.Generator(), cfg.train.bpr_negatives_cvr, cfg.train.bpr_negatives_refund,
-                  cfg.train.reader_boost, cfg.train.reader_ga, conv_obs_h=cfg.data.conv_obs_s / 3600.0)
+    ctx = Context(method, helpers, torch.Generator(), cfg.data.conv_obs_s / 3600.0, cfg.train.bpr_negatives_cvr,
+                  cfg.train.bpr_negatives_refund, cfg.train.reader_boost, cfg.train.reader_ga)
     source = open_source(prep, cfg.data)
     try:
         runner = StreamRunner(prep, source, model, ctx, cfg.data, cfg.train, cfg.eval, ckpt, refs, console)

@@ -64,11 +64,11 @@ class Context:
     method: Method
     helpers: dict[str, Any]
     gen: torch.Generator
+    conv_obs_h: float  # conversion observation window, hours (DEFUSE: immediate vs delayed positives)
     bpr_cvr: int = 50
     bpr_refund: int = 5
     reader_boost: float = 0.1
     reader_ga: float = 0.5
-    conv_obs_h: float = 0.0  # conversion observation window, hours (DEFUSE: immediate vs delayed positives)
 
 
 def _sig(x: torch.Tensor) -> torch.Tensor:
@@ -89,8 +89,6 @@ def _stage_loss(ctx: Context, model: Any, b: Batch, stage: int, denom: int) -> t
         with torch.no_grad():
             aux = _sig(ctx.helpers["aux_cvr"](ids))  # (inw, dp, rn)
         if name == "defuse":
-            if ctx.conv_obs_h <= 0:
-                raise ValueError("DEFUSE needs the conversion observation window (Context.conv_obs_h > 0)")
             return defuse_loss(x, z, aux[:, 1], aux[:, 2], b.delay_h[rows] > ctx.conv_obs_h, denom=denom)
         w = esdfm_weights(aux[:, 1], aux[:, 2]) if name == "esdfm" else defer_weights(_sig(x), aux[:, 1])
         return weighted_bce(x, z, *w, denom=denom)
