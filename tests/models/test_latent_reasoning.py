@@ -12,7 +12,10 @@ import torch
 from rankstream.config import DataConfig, EvalConfig, TrainConfig, build
 from rankstream.data.jagged import epoch_batches, train_batch
 from rankstream.data.prepare import prepare_sequences
+from rankstream.layers.attention import JaggedLayout
+from rankstream.layers.reasoning import causal_context_mask
 from rankstream.models.base import user_states
+from rankstream.models.sasrec import SASRecBlock, SASRecConfig
 from rankstream.objectives.grpo import group_advantages, ndcg_reward
 from rankstream.objectives.softmax import full_softmax_loss
 from rankstream.registry import MODELS
@@ -30,6 +33,8 @@ ENCODERS: dict[str, dict[str, Any]] = {
 
 def make(name: str, backbone: str, seed: int = 0, **kw: Any) -> torch.nn.Module:
     entry = MODELS.get(name)
+    if name == "plr" and backbone == "hstu":
+        kw.setdefault("reasoner", "block")  # HSTU's layers take no reasoning tokens
     cfg = build(entry.config_cls, {"backbone": backbone, "encoder": ENCODERS[backbone], **kw}, "model")
     torch.manual_seed(seed)
     model: torch.nn.Module = entry.build(cfg, num_items=N_ITEMS)
@@ -219,3 +224,52 @@ def test_plr_streams_stay_distinct_under_diversity_regulariser(tmp_path: Path) -
     # drift together (measured 0.63), with it they point apart (measured -0.41).
     assert sims[1.0] < 0.0, sims
     assert sims[1.0] < sims[0.0] - 0.5, sims
+
+
+def test_sasrec_block_reasoning_equals_appending_the_tokens() -> None:
+    """PLR's encoder reasoner: reasoning tokens through ``SASRecBlock.reason`` (cached item
+    keys / values, the stream's own earlier tokens) give exactly what the block computes when
+    the tokens are appended to the sequence cut after the query position (ReaRec / PLR)."""
+    torch.manual_seed(0)
+    block = SASRecBlock(SASRecConfig(dim=16, num_blocks=1, num_heads=2, ffn_dim=16, dropout=0.0, max_len=12)).eval()
+    n = 7
+    x, r = torch.randn(n, 16), torch.randn(2, 2, 16)  # items; (query position, step) tokens
+    positions = [6, 3]  # query after item 6 (the whole sequence) and after item 3
+    kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        block(x, JaggedLayout.of(torch.tensor([0, n]), n), kv)  # the items' keys / values (the KV cache)
+    mask = causal_context_mask(torch.tensor([n]), n, torch.tensor([positions]))  # (1, P, N)
+    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    with torch.no_grad():
+        outs = [block.reason(r[:, t].view(1, 2, 1, 16), kv[0], mask, cache).view(2, 16) for t in range(2)]
+        for i, p in enumerate(positions):
+            seq = torch.cat([x[: p + 1], r[i]])  # items 0..p, then the two reasoning tokens
+            full = block(seq, JaggedLayout.of(torch.tensor([0, len(seq)]), len(seq)))
+            for t in range(2):
+                torch.testing.assert_close(outs[t][i], full[p + 1 + t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("reasoner", ["encoder", "block"])
+def test_plr_streams_are_isolated_and_causal(reasoner: str) -> None:
+    """Changing one stream's trigger moves only that stream; a later item never reaches an
+    earlier position's streams."""
+    model = make("plr", "sasrec", num_streams=4, reasoner=reasoner).eval()
+    b = batch([9, 5], seed=4)
+    with torch.no_grad():
+        s, h, contexts = model._encoder(b["ids"], b["offsets"], b["max_len"], None, None)
+        lay = s.layout
+        hp = lay.pad(h)
+        mask = causal_context_mask(b["offsets"][1:] - b["offsets"][:-1], lay.max_len, None)
+        _, before = model.reason(contexts, mask, hp)
+        shift = torch.randn(model.triggers.shape[1])  # not a constant: the step LayerNorm removes those
+        model.triggers[1] += shift
+        _, after = model.reason(contexts, mask, hp)
+        model.triggers[1] -= shift
+        moved = (after - before).abs().amax(dim=(0, 1, 3))  # per stream
+        assert moved[1] > 1e-3 and moved[0] == 0 and moved[2] == 0, moved
+        ids = b["ids"].clone()
+        ids[8] = (ids[8] % N_ITEMS) + 1  # the first sequence's last item
+        full = enc(model, b)
+        changed = enc(model, {**b, "ids": ids})
+    torch.testing.assert_close(changed[:8], full[:8], atol=0, rtol=0)
+    assert not torch.allclose(changed[8], full[8])

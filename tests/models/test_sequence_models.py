@@ -39,6 +39,8 @@ def variants() -> list[Any]:
         extra: list[dict[str, Any]] = [{}]
         if "encoder" in fields:  # a wrapper (LARES, PLR): small configs of each backbone
             extra = [{"backbone": b, "encoder": _small(b)} for b in ("sasrec", "hstu")]
+            if "reasoner" in fields:  # PLR: HSTU's layers take no reasoning tokens; both reasoners on SASRec
+                extra = [extra[0], {**extra[0], "reasoner": "block"}, {**extra[1], "reasoner": "block"}]
         if "time_bias" in fields:
             extra = [{"time_bias": True}, {"time_bias": False}]
         if "l2_norm" in fields:

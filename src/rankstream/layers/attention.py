@@ -61,15 +61,14 @@ def softmax_attention(
     layout: JaggedLayout,
     num_heads: int,
     dropout_p: float = 0.0,
+    kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
-    """Causal scaled dot-product attention; (T, H*d) jagged in and out."""
-    out = F.scaled_dot_product_attention(
-        _heads(q, layout, num_heads),
-        _heads(k, layout, num_heads),
-        _heads(v, layout, num_heads),
-        dropout_p=dropout_p,
-        is_causal=True,
-    )
+    """Causal scaled dot-product attention; (T, H*d) jagged in and out. ``kv_out`` receives the
+    padded keys and values (B, H, N, d) (a KV cache that latent reasoning tokens read)."""
+    kh, vh = _heads(k, layout, num_heads), _heads(v, layout, num_heads)
+    if kv_out is not None:
+        kv_out.append((kh, vh))
+    out = F.scaled_dot_product_attention(_heads(q, layout, num_heads), kh, vh, dropout_p=dropout_p, is_causal=True)
     return _merge(out, layout)
 
 

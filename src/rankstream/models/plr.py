@@ -4,13 +4,17 @@ Wraps a registered sequence encoder (SASRec or HSTU, built from the registry, un
 and scales reasoning in *width* (Sec. 3): the encoder's last hidden state at a position is
 the fast-thinking answer h0; learnable trigger tokens open M = ``num_streams - 1`` latent
 reasoning streams from it (stream m starts at h0 + trigger_m); each stream reasons for
-``reasoning_steps`` autoregressive steps (a reasoning-position embedding per step) with
-stream-isolated causal attention over the shared encoded context, whose keys/values are
-projected once and reused by every stream and step (``layers/reasoning.py``); each stream's
-states are mean-pooled, and the mixture-of-reasoning-streams gate (a small MLP scoring each
-candidate against h0, softmax over candidates) mixes the fast answer and the M stream
-outputs into the user state (the dual-process inference). The result goes through the
-backbone's head and shared item table.
+``reasoning_steps`` autoregressive steps (a reasoning-position embedding per step, the last
+hidden state fed back as the next input, as in ReaRec which PLR extends). With
+``reasoner: encoder`` (the default) a reasoning token goes through the backbone's OWN blocks,
+as if appended to the sequence after its query position: at every block it reads the items'
+keys/values, projected once per batch from that block's input and reused by every stream and
+step (the KV cache), plus the earlier tokens of its own stream only (stream-isolated causal
+reasoning; ``SASRecBlock.reason``); no reasoning parameters besides the triggers, the step
+embeddings, the step-input LayerNorm and the gate. Each stream's states are mean-pooled, and
+the mixture-of-reasoning-streams gate (a small MLP scoring each candidate against h0, softmax
+over candidates) mixes the fast answer and the M stream outputs into the user state (the
+dual-process inference). The result goes through the backbone's head and shared item table.
 
 Training adds, to the next-item loss of the mixed state: the global reasoning regulariser
 (``div_weight`` x the mean pairwise cosine similarity of the streams' reasoning updates
@@ -19,12 +23,14 @@ trajectory), the reasoning contrastive objective (``cl_weight``: in-batch InfoNC
 user state and a second reasoning pass from noise-perturbed stream starts), and optionally
 the next-item loss on each stream (``stream_weight``).
 
-Differences: one shared reasoning block attending to the encoder's *output* states stands in
-for re-running every encoder layer on the reasoning tokens; ``num_streams`` counts the fast
-path as a stream, so 1 is exactly the backbone (the paper's M is num_streams - 1); the
-regulariser acts on stream representations (the paper's exact form and loss weights were
-not available to us and are config keys). Inference reasons only at each user's last
-position (:meth:`PLR.encode_last`), as serving does.
+Differences: ``reasoner: block`` replaces the backbone's blocks by ONE new attention block
+over the encoder's *output* states (the earlier stand-in; the only choice for HSTU, whose
+layers take no reasoning tokens here); ``num_streams`` counts the fast path as a stream, so 1
+is exactly the backbone (the paper's M is num_streams - 1); every position of a training
+sequence reasons (not only the last), so one pass trains all prefixes; the regulariser acts on
+stream representations (the paper's exact form and loss weights were not available to us and
+are config keys). Inference reasons only at each user's last position
+(:meth:`PLR.encode_last`), as serving does.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rankstream.layers.dropout import Dropout
 from rankstream.layers.reasoning import StreamReasoningBlock, causal_context_mask, gate_mix
 from rankstream.models.staged import (
     Stages,
@@ -56,9 +63,10 @@ class PLRConfig(WrapperConfig):
     encoder: Any = None  # (mapping) the backbone's own config, keys as in its YAML
     num_streams: int = 4  # (int) width: the fast path + num_streams - 1 reasoning streams
     reasoning_steps: int = 2  # (int) autoregressive steps per stream
-    heads: int = 1  # (int) attention heads of the reasoning block
-    ffn_dim: int = 0  # (int) reasoning feed-forward size (0 = 2 x dim)
-    dropout: float = 0.1  # (float) dropout in the reasoning block
+    reasoner: str = "encoder"  # (str) encoder = the backbone's own blocks (the paper); block = one new block
+    heads: int = 1  # (int) attention heads of the reasoning block (reasoner=block)
+    ffn_dim: int = 0  # (int) reasoning feed-forward size (0 = 2 x dim; reasoner=block)
+    dropout: float = 0.1  # (float) dropout on the reasoning inputs / in the reasoning block
     trigger_std: float = 0.5  # (float) init std of the trigger tokens
     div_weight: float = 0.1  # (float) global reasoning regularisation weight
     cl_weight: float = 0.05  # (float) reasoning contrastive weight
@@ -70,12 +78,15 @@ class PLRConfig(WrapperConfig):
         object.__setattr__(self, "encoder", backbone_config(self.backbone, self.encoder, "model.encoder"))
         if self.num_streams < 1 or self.reasoning_steps < 1:
             raise ValueError("model.num_streams and model.reasoning_steps must be >= 1")
+        if self.reasoner not in ("encoder", "block"):
+            raise ValueError(f"model.reasoner must be 'encoder' or 'block', got '{self.reasoner}'")
 
 
 @dataclass
 class _Trace:
     stages: Stages
     h: torch.Tensor  # (B, N, d) encoder states, padded
+    contexts: list[tuple[torch.Tensor, torch.Tensor]]  # the reasoning blocks' cached keys / values
     lengths: torch.Tensor  # (B,)
     streams: torch.Tensor  # (B, N, M, d) pooled stream outputs
     user: torch.Tensor  # (T, d) mixed user states (residual space)
@@ -97,28 +108,54 @@ class PLR(nn.Module):
             return
         self.triggers = nn.Parameter(torch.randn(self.m, d) * cfg.trigger_std)
         self.step_pos = nn.Parameter(torch.randn(cfg.reasoning_steps, d) * 0.02)
-        self.reasoner = StreamReasoningBlock(d, cfg.heads, cfg.ffn_dim or 2 * d, cfg.dropout)
         self.gate = nn.Sequential(nn.Linear(2 * d, d), nn.Tanh(), nn.Linear(d, 1))
+        if cfg.reasoner == "block":
+            self.reasoner = StreamReasoningBlock(d, cfg.heads, cfg.ffn_dim or 2 * d, cfg.dropout)
+            return
+        blocks = self._blocks()
+        if not blocks or not all(hasattr(b, "reason") for b in blocks):
+            raise ValueError(f"model.reasoner=encoder needs a backbone whose blocks take reasoning tokens "
+                             f"(sasrec); use model.reasoner=block with '{cfg.backbone}'")
+        self.step_norm = nn.LayerNorm(d)  # each step's input, as ReaRec's autoregressive wrapper
+        self.step_drop = Dropout(cfg.dropout)
 
-    def _encoder(self, ids: torch.Tensor, offsets: torch.Tensor, max_len: int,
-                 times: torch.Tensor | None, next_times: torch.Tensor | None) -> tuple[Stages, torch.Tensor]:
+    def _blocks(self) -> list[Any]:
+        """The backbone's blocks (the encoder reasoner runs reasoning tokens through them)."""
+        return list(getattr(self.backbone, "blocks", []))
+
+    def _encoder(self, ids: torch.Tensor, offsets: torch.Tensor, max_len: int, times: torch.Tensor | None,
+                 next_times: torch.Tensor | None) -> tuple[Stages, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """(stages, (T, d) last hidden state = the fast-thinking answer, the keys / values the
+        reasoning tokens read: each backbone block's own (encoder) or the new block's (block))."""
         s = stages_of(self.backbone, ids, offsets, max_len, times, next_times)
         x = s.embed()
+        contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if self.m > 0 and self.cfg.reasoner == "encoder":
+            for b in self._blocks():
+                x = b(x, s.layout, contexts)  # the block's keys / values of the items: the KV cache
+            return s, x, contexts
         for layer in s.layers:
             x = layer(x)
-        return s, x  # (T, d) before the head: the fast-thinking state
+        if self.m > 0:
+            contexts.append(self.reasoner.context(s.layout.pad(x)))
+        return s, x, contexts
 
-    def reason(self, h: torch.Tensor, mask: torch.Tensor, h0: torch.Tensor,
+    def reason(self, contexts: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, h0: torch.Tensor,
                noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, N, d) context, mask (B, P, N), h0 (B, P, d) -> user (B, P, d), streams (B, P, M, d)."""
-        ctx = self.reasoner.context(h)  # keys/values of the context, shared by streams and steps
+        """contexts (from _encoder), mask (B, P, N), h0 (B, P, d) -> user (B, P, d), streams (B, P, M, d)."""
+        encoder = self.cfg.reasoner == "encoder"
+        steps = [b.reason for b in self._blocks()] if encoder else [self.reasoner]
         x = h0.unsqueeze(2) + self.triggers  # (B, P, M, d): one start per stream
         if noise > 0:
             x = x + noise * x.detach().pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(x)
-        cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        caches: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in steps]
         total = torch.zeros_like(x)
         for t in range(self.cfg.reasoning_steps):
-            x = self.reasoner(x + self.step_pos[t], ctx, mask, cache)
+            x = x + self.step_pos[t]
+            if encoder:
+                x = self.step_drop(self.step_norm(x))
+            for step, ctx, cache in zip(steps, contexts, caches, strict=True):
+                x = step(x, ctx, mask, cache)
             total = total + x
         streams = total / self.cfg.reasoning_steps  # mean-pooled per stream
         cands = torch.cat([h0.unsqueeze(2), streams], dim=2)  # (B, P, 1 + M, d)
@@ -129,15 +166,15 @@ class PLR(nn.Module):
         self, ids: torch.Tensor, offsets: torch.Tensor, max_len: int,
         times: torch.Tensor | None = None, next_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        s, h = self._encoder(ids, offsets, max_len, times, next_times)
+        s, h, contexts = self._encoder(ids, offsets, max_len, times, next_times)
         if self.m == 0:
             return s.head(h)
         lay = s.layout
         hp, lengths = lay.pad(h), offsets[1:] - offsets[:-1]
-        user, streams = self.reason(hp, causal_context_mask(lengths, lay.max_len, None), hp)
+        user, streams = self.reason(contexts, causal_context_mask(lengths, lay.max_len, None), hp)
         user = lay.unpad(user)
         if self.training:
-            self._trace = _Trace(s, hp, lengths, streams, user)
+            self._trace = _Trace(s, hp, contexts, lengths, streams, user)
         return s.head(user)
 
     def encode_last(
@@ -145,15 +182,16 @@ class PLR(nn.Module):
         times: torch.Tensor | None = None, next_times: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B, d) states of each sequence's last position only (what ranking needs)."""
-        s, h = self._encoder(ids, offsets, max_len, times, next_times)
+        s, h, contexts = self._encoder(ids, offsets, max_len, times, next_times)
         last = offsets[1:] - 1
         if self.m == 0:
             return s.head(h[last])
-        return s.head(self._reason_last(s.layout.pad(h), offsets[1:] - offsets[:-1], h[last]))
+        return s.head(self._reason_last(contexts, offsets[1:] - offsets[:-1], s.layout.max_len, h[last]))
 
-    def _reason_last(self, hp: torch.Tensor, lengths: torch.Tensor, h0: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        mask = causal_context_mask(lengths, hp.shape[1], (lengths - 1)[:, None])
-        return self.reason(hp, mask, h0[:, None], noise)[0][:, 0]
+    def _reason_last(self, contexts: list[tuple[torch.Tensor, torch.Tensor]], lengths: torch.Tensor, n: int,
+                     h0: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
+        mask = causal_context_mask(lengths, n, (lengths - 1)[:, None])
+        return self.reason(contexts, mask, h0[:, None], noise)[0][:, 0]
 
     def item_vectors(self) -> torch.Tensor:
         out: torch.Tensor = self.backbone.item_vectors()  # type: ignore[operator]
@@ -176,7 +214,7 @@ class PLR(nn.Module):
             loss = loss + self.cfg.stream_weight / self.m * next_item_loss(per, targets.repeat(self.m))
         if self.cfg.cl_weight > 0 and tr.lengths.numel() > 1:
             last = lay.offsets[1:] - 1
-            other = self._reason_last(tr.h, tr.lengths, lay.unpad(tr.h)[last], self.cfg.cl_noise)
+            other = self._reason_last(tr.contexts, tr.lengths, lay.max_len, lay.unpad(tr.h)[last], self.cfg.cl_noise)
             a, b = tr.stages.head(tr.user[last]), tr.stages.head(other)
             loss = loss + self.cfg.cl_weight * info_nce(a, b, self.cfg.cl_temperature) * n_pos
         return loss
@@ -185,12 +223,12 @@ class PLR(nn.Module):
     def stream_similarity(self, ids: torch.Tensor, offsets: torch.Tensor, max_len: int,
                           times: torch.Tensor | None = None, next_times: torch.Tensor | None = None) -> float:
         """Mean pairwise cosine of the streams' reasoning updates at the last positions."""
-        s, h = self._encoder(ids, offsets, max_len, times, next_times)
+        s, h, contexts = self._encoder(ids, offsets, max_len, times, next_times)
         if self.m < 2:
             return 1.0
         lengths, last = offsets[1:] - offsets[:-1], offsets[1:] - 1
         mask = causal_context_mask(lengths, s.layout.max_len, (lengths - 1)[:, None])
-        streams = self.reason(s.layout.pad(h), mask, h[last][:, None])[1][:, 0]
+        streams = self.reason(contexts, mask, h[last][:, None])[1][:, 0]
         return float(mean_pairwise_cosine(streams - h[last][:, None]))
 
 

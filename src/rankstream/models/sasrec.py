@@ -23,6 +23,7 @@ from torch import nn
 from rankstream.layers.attention import JaggedLayout, softmax_attention
 from rankstream.layers.dropout import Dropout
 from rankstream.layers.embedding import SequenceEmbedding, l2_normalize
+from rankstream.layers.reasoning import stream_attention
 from rankstream.registry import register_model
 
 
@@ -56,11 +57,27 @@ class SASRecBlock(nn.Module):
         self.dropout = cfg.dropout
         self.drop = Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, layout: JaggedLayout) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, layout: JaggedLayout,
+                kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
+        """(T, d) -> (T, d); ``kv_out`` receives this block's padded keys / values (B, H, N, e)."""
         h = self.ln1(x)  # (T, d)
         k, v = self.kv(x).chunk(2, dim=-1)
         p = self.dropout if self.training else 0.0
-        a = softmax_attention(self.q(h), k, v, layout, self.heads, p)
+        a = softmax_attention(self.q(h), k, v, layout, self.heads, p, kv_out)
+        x = h + self.drop(self.out(a))
+        h = self.ln2(x)
+        return h + self.drop(self.ffn(h))
+
+    def reason(self, r: torch.Tensor, ctx_kv: tuple[torch.Tensor, torch.Tensor], ctx_mask: torch.Tensor,
+               cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """This block on reasoning tokens r (B, P, M, d) appended after position p of each sequence
+        (PLR / ReaRec): as :meth:`forward`, with keys / values from the items at or before p
+        (``ctx_kv``: forward's ``kv_out``, the KV cache; ``ctx_mask``) and the token's own stream
+        (``cache``, see ``stream_attention``)."""
+        h = self.ln1(r)
+        k, v = self.kv(r).chunk(2, dim=-1)
+        p = self.dropout if self.training else 0.0
+        a = stream_attention(self.q(h), k, v, ctx_kv, ctx_mask, cache, self.heads, p)
         x = h + self.drop(self.out(a))
         h = self.ln2(x)
         return h + self.drop(self.ffn(h))
