@@ -19,7 +19,7 @@ TRAIN = {"max_epochs": 2, "lr": 0.003, "loss": "full_softmax", "temperature": 0.
 
 def test_bench_lares_runs_both_phases_and_reports_latency(tmp_path: Path) -> None:
     data = beauty_slice(tmp_path, users=300)
-    model = {"name": "lares", "backbone": "sasrec", "encoder": ENCODER, "rl_epochs": 2, "rl_group": 2}
+    model = {"name": "lares", "backbone": "sasrec", "encoder": ENCODER, "rl_epochs": 3, "rl_group": 2}
     cfg = write_config(tmp_path, model, data.name, train=TRAIN)
     out = tmp_path / "lares.json"
     assert main(["bench", "--config", str(cfg), "--data-dir", str(tmp_path), "--out", str(out),
@@ -27,7 +27,7 @@ def test_bench_lares_runs_both_phases_and_reports_latency(tmp_path: Path) -> Non
     r = json.loads(out.read_text())
     assert r["config"]["model"]["reasoning_steps"] == 1
     post = r["post_training"]
-    assert post["epochs"] == 2 and len(post["reward_by_epoch"]) == 2
+    assert post["epochs"] == 2 and len(post["reward_by_epoch"]) == 2  # rl_epochs 3, capped by train.max_epochs
     assert all(0 < x < 1 for x in post["reward_by_epoch"])
     assert r["checkpoint"] == post["checkpoint"] and Path(r["checkpoint"], "model.safetensors").is_file()
     assert r["latency_ms_per_user"] > 0 and r["metrics"]["test"]["ndcg@10"] > 0

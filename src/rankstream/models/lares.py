@@ -66,7 +66,7 @@ class LARESConfig(WrapperConfig):
     step_weight: float = 0.3  # (float) step-level alignment weight
     traj_weight: float = 0.1  # (float) trajectory-level alignment weight
     traj_temperature: float = 0.2  # (float) InfoNCE temperature of trajectory alignment
-    rl_epochs: int = 0  # (int) reinforcement post-training epochs (0 = no RL phase)
+    rl_epochs: int = 0  # (int) reinforcement post-training epochs (0 = no RL phase; at most train.max_epochs)
     rl_budget_fraction: float = 0.2  # (float) share of train.time_budget_s given to RL
     rl_lr: float = 1e-4  # (float) learning rate of the RL phase
     rl_group: int = 4  # (int) G: trajectories sampled per user

@@ -5,8 +5,8 @@ A model opts in with ``post_training_spec() -> {"epochs", "budget_fraction", "lr
 next_times, targets, reference) -> (loss_sum, positions, mean_reward)``. ``rankstream bench``
 then trains phase 1 (the task's usual objective) on ``1 - budget_fraction`` of
 ``train.time_budget_s``, reloads phase 1's best checkpoint, and runs phase 2 with the generic
-Trainer on the rest of the budget (same batches, same validation and early stopping, its
-own checkpoints under ``<checkpoint_dir>/rl``). The checkpoint with the better validation
+Trainer on the rest of the budget, for at most ``train.max_epochs`` epochs like phase 1 (same
+batches, same validation and early stopping, its own checkpoints under ``<checkpoint_dir>/rl``). The checkpoint with the better validation
 metric of the two phases is the one evaluated, and the result JSON says which.
 """
 
@@ -89,7 +89,7 @@ def post_train(model: torch.nn.Module, task: Any, cfg: ExperimentConfig, ckpt: P
         reference = copy.deepcopy(model).eval().requires_grad_(False)
     t = cfg.train
     cfg2 = dataclasses.replace(cfg, train=dataclasses.replace(
-        t, max_epochs=int(spec["epochs"]), lr=float(spec["lr"]), warmup_steps=0, time_budget_s=budget,
+        t, max_epochs=min(int(spec["epochs"]), t.max_epochs), lr=float(spec["lr"]), warmup_steps=0, time_budget_s=budget,
         log_dir=t.log_dir and f"{t.log_dir}/rl"))
     rl_task = PostTrainingTask(task, reference)
     state = Trainer(model, rl_task, cfg2, ckpt / "rl", mhash, d, console).fit()
