@@ -133,7 +133,8 @@ class PLR(nn.Module):
         if self.m > 0 and self.cfg.reasoner == "encoder":
             for b in self._blocks():
                 x = b(x, s.layout, contexts)  # the block's keys / values of the items: the KV cache
-            return s, x, contexts
+            # contiguous once per batch, not in every step's batched product
+            return s, x, [(k.contiguous(), v.contiguous()) for k, v in contexts]
         for layer in s.layers:
             x = layer(x)
         if self.m > 0:
