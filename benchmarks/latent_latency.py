@@ -3,7 +3,8 @@
 The development machine is shared, so the latency that ``rankstream bench`` records varies
 with whatever else runs. Here every model is measured in turn, ``--rounds`` times, and the
 median per model is reported: slow periods hit all models alike. LARES is measured at each
-inference depth in ``--lares-steps`` (same weights).
+inference depth in ``--lares-steps`` (same weights; an empty list leaves LARES out), and PLR with
+the stand-in reasoner too with ``--plr-block`` (checkpoint ``<dataset>-plr-block``).
 
     PYTHONPATH=src python3 benchmarks/latent_latency.py --dataset beauty --data-dir ../shared/data \
         --runs runs/latent --out results/latent/latency_beauty.json
@@ -30,20 +31,28 @@ def main() -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--data-dir", default="../shared/data")
     ap.add_argument("--runs", default="runs/latent", help="folder of <dataset>-<model>/best checkpoints")
-    ap.add_argument("--lares-steps", default="0,1,2,3,4")
+    ap.add_argument("--lares-steps", default="0,1,2,3,4", help="LARES inference depths ('' = no LARES)")
+    ap.add_argument("--plr-block", action="store_true", help="also PLR with model.reasoner=block")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = the config's)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
-    variants: list[tuple[str, str, list[str]]] = [("sasrec", "sasrec", []), ("plr", "plr", [])]
-    variants += [(f"lares@{k}", "lares", [f"model.reasoning_steps={k}"]) for k in a.lares_steps.split(",")]
+    # (label, model, overrides that define the weights, inference-only overrides, checkpoint folder)
+    variants: list[tuple[str, str, list[str], list[str], str]] = [
+        ("sasrec", "sasrec", [], [], "sasrec"), ("plr", "plr", [], [], "plr")]
+    if a.plr_block:
+        variants.append(("plr_block", "plr", ["model.reasoner=block"], [], "plr-block"))
+    variants += [(f"lares@{k}", "lares", [], [f"model.reasoning_steps={k}"], "lares")
+                 for k in a.lares_steps.split(",") if k]
+    threads = [f"train.num_threads={a.threads}"] if a.threads else []
     loaded: dict[str, Any] = {}
-    for label, model_name, over in variants:
-        cfg = load_config(f"configs/{a.dataset}/{model_name}.yaml", over)
+    for label, model_name, weight_over, infer_over, folder in variants:
+        path = f"configs/{a.dataset}/{model_name}.yaml"
+        cfg = load_config(path, weight_over + infer_over + threads)
         set_threads(cfg)
         data, model, task = build(cfg, Path(a.data_dir))
-        weights = load_config(f"configs/{a.dataset}/{model_name}.yaml")
-        load_checkpoint(Path(a.runs) / f"{a.dataset}-{model_name}" / "best", model,
-                        model_hash(weights, {"items": data.num_items}))
+        load_checkpoint(Path(a.runs) / f"{a.dataset}-{folder}" / "best", model,
+                        model_hash(load_config(path, weight_over), {"items": data.num_items}))
         loaded[label] = (model, task)
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in loaded}
     for _ in range(a.rounds):
