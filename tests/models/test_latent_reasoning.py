@@ -273,3 +273,10 @@ def test_plr_streams_are_isolated_and_causal(reasoner: str) -> None:
         changed = enc(model, {**b, "ids": ids})
     torch.testing.assert_close(changed[:8], full[:8], atol=0, rtol=0)
     assert not torch.allclose(changed[8], full[8])
+
+
+def test_plr_reasoner_errors_name_the_setting() -> None:
+    with pytest.raises(ValueError, match="model.reasoner must be"):
+        make("plr", "sasrec", reasoner="deep")
+    with pytest.raises(ValueError, match="model.reasoner=block with 'hstu'"):
+        make("plr", "hstu", reasoner="encoder")
