@@ -15,6 +15,7 @@ its SASRec baseline); optional L2-normalised outputs as in that baseline.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,13 +61,7 @@ class SASRecBlock(nn.Module):
     def forward(self, x: torch.Tensor, layout: JaggedLayout,
                 kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         """(T, d) -> (T, d); ``kv_out`` receives this block's padded keys / values (B, H, N, e)."""
-        h = self.ln1(x)  # (T, d)
-        k, v = self.kv(x).chunk(2, dim=-1)
-        p = self.dropout if self.training else 0.0
-        a = softmax_attention(self.q(h), k, v, layout, self.heads, p, kv_out)
-        x = h + self.drop(self.out(a))
-        h = self.ln2(x)
-        return h + self.drop(self.ffn(h))
+        return self._around(x, lambda q, k, v, p: softmax_attention(q, k, v, layout, self.heads, p, kv_out))
 
     def reason(self, r: torch.Tensor, ctx_kv: tuple[torch.Tensor, torch.Tensor], ctx_mask: torch.Tensor,
                cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
@@ -74,10 +69,14 @@ class SASRecBlock(nn.Module):
         (PLR / ReaRec): as :meth:`forward`, with keys / values from the items at or before p
         (``ctx_kv``: forward's ``kv_out``, the KV cache; ``ctx_mask``) and the token's own stream
         (``cache``, see ``stream_attention``)."""
-        h = self.ln1(r)
-        k, v = self.kv(r).chunk(2, dim=-1)
-        p = self.dropout if self.training else 0.0
-        a = stream_attention(self.q(h), k, v, ctx_kv, ctx_mask, cache, self.heads, p)
+        return self._around(r, lambda q, k, v, p: stream_attention(q, k, v, ctx_kv, ctx_mask, cache, self.heads, p))
+
+    def _around(self, x: torch.Tensor, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
+        """The block around its attention ``attend(q, k, v, dropout_p)``: keys/values from the
+        un-normalised input, ``LN1(x) + out(attention)``, then ``LN2(x) + FFN(LN2(x))``."""
+        h = self.ln1(x)
+        k, v = self.kv(x).chunk(2, dim=-1)
+        a = attend(self.q(h), k, v, self.dropout if self.training else 0.0)
         x = h + self.drop(self.out(a))
         h = self.ln2(x)
         return h + self.drop(self.ffn(h))
