@@ -13,7 +13,7 @@ from rankstream.config import DataConfig, EvalConfig, TrainConfig, build
 from rankstream.data.jagged import epoch_batches, train_batch
 from rankstream.data.prepare import prepare_sequences
 from rankstream.layers.attention import JaggedLayout
-from rankstream.layers.reasoning import causal_context_mask
+from rankstream.layers.reasoning import StreamContext, causal_context_mask, last_position_contexts
 from rankstream.models.base import user_states
 from rankstream.models.sasrec import SASRecBlock, SASRecConfig
 from rankstream.objectives.grpo import group_advantages, ndcg_reward
@@ -238,10 +238,14 @@ def test_sasrec_block_reasoning_equals_appending_the_tokens() -> None:
     kv: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         block(x, JaggedLayout.of(torch.tensor([0, n]), n), kv)  # the items' keys / values (the KV cache)
-    mask = causal_context_mask(torch.tensor([n]), n, torch.tensor([positions]))  # (1, P, N)
-    cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+    ctx = StreamContext(kv[0], causal_context_mask(torch.tensor([n]), n, torch.tensor([positions])))  # P = 2
     with torch.no_grad():
-        outs = [block.reason(r[:, t].view(1, 2, 1, 16), kv[0], mask, cache).view(2, 16) for t in range(2)]
+        outs = [block.reason(r[:, t].view(1, 2, 1, 16), ctx).view(2, 16) for t in range(2)]
+        # the inference path (one key buffer, the last position only) gives the same for p = n - 1
+        last = last_position_contexts(kv, torch.tensor([n]), 1, 2)[0]
+        fast = [block.reason(r[0, t].view(1, 1, 1, 16), last).view(16) for t in range(2)]
+        for t in range(2):
+            torch.testing.assert_close(fast[t], outs[t][0], atol=1e-5, rtol=0)
         for i, p in enumerate(positions):
             seq = torch.cat([x[: p + 1], r[i]])  # items 0..p, then the two reasoning tokens
             full = block(seq, JaggedLayout.of(torch.tensor([0, len(seq)]), len(seq)))
@@ -260,10 +264,10 @@ def test_plr_streams_are_isolated_and_causal(reasoner: str) -> None:
         lay = s.layout
         hp = lay.pad(h)
         mask = causal_context_mask(b["offsets"][1:] - b["offsets"][:-1], lay.max_len, None)
-        _, before = model.reason(contexts, mask, hp)
+        _, before = model.reason([StreamContext(kv, mask) for kv in contexts], hp)
         shift = torch.randn(model.triggers.shape[1])  # not a constant: the step LayerNorm removes those
         model.triggers[1] += shift
-        _, after = model.reason(contexts, mask, hp)
+        _, after = model.reason([StreamContext(kv, mask) for kv in contexts], hp)
         model.triggers[1] -= shift
         moved = (after - before).abs().amax(dim=(0, 1, 3))  # per stream
         assert moved[1] > 1e-3 and moved[0] == 0 and moved[2] == 0, moved
@@ -273,6 +277,24 @@ def test_plr_streams_are_isolated_and_causal(reasoner: str) -> None:
         changed = enc(model, {**b, "ids": ids})
     torch.testing.assert_close(changed[:8], full[:8], atol=0, rtol=0)
     assert not torch.allclose(changed[8], full[8])
+
+
+@pytest.mark.parametrize(("backbone", "reasoner"), [("sasrec", "encoder"), ("sasrec", "block"), ("hstu", "block")])
+def test_plr_inference_path_equals_the_training_path(backbone: str, reasoner: str) -> None:
+    """Without autograd PLR reasons at the last positions through one key buffer per block
+    (``LastPositionContext``); it must give what the general path (autograd on) and the
+    all-positions ``encode`` give there, for sequences of mixed lengths (length 1 included)."""
+    model = make("plr", backbone, num_streams=4, reasoning_steps=3, reasoner=reasoner).eval()
+    for seed, lengths in enumerate([LENGTHS, [1, 1, 2], [12, 12]]):
+        b = batch(lengths, seed=seed)
+        args = (b["ids"], b["offsets"], b["max_len"], b["times"], b["next_times"])
+        last = b["offsets"][1:] - 1
+        with torch.no_grad():
+            fast = model.encode_last(*args)
+            every = model.encode(*args)[last]
+        general = model.encode_last(*args).detach()  # autograd on: the StreamContext path
+        torch.testing.assert_close(fast, general, atol=2e-6, rtol=0)
+        torch.testing.assert_close(fast, every, atol=2e-6, rtol=0)
 
 
 def test_plr_reasoner_errors_name_the_setting() -> None:

@@ -7,6 +7,13 @@ mask to the items at or before the query position, and (b) its *own* previous re
 tokens only: streams never see each other (stream isolation). Everything is vectorised over
 batch, positions and streams (einsum over a stream axis; no Python loop over streams).
 Shapes: B sequences, P query positions, M streams, N context items, H heads, e = d / H.
+
+A reasoning block attends through a *context* object with one method,
+``attend(q, k, v, heads, dropout_p)``: :class:`StreamContext` for any number of query
+positions (training reasons at every position; autograd-safe), and
+:class:`LastPositionContext` for the one query position inference needs, which keeps the
+context and every stream's tokens in a single key buffer written in place (fewer, larger
+products; no autograd). Both compute the same attention (parity-tested).
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankstream.layers.dropout import Dropout
+
+KV = tuple[torch.Tensor, torch.Tensor]
 
 
 class StreamReasoningBlock(nn.Module):
@@ -40,17 +49,11 @@ class StreamReasoningBlock(nn.Module):
         k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in self.ctx_kv(self.ln_ctx(ctx)).chunk(2, dim=-1))
         return k, v
 
-    def forward(
-        self, x: torch.Tensor, ctx_kv: tuple[torch.Tensor, torch.Tensor], ctx_mask: torch.Tensor,
-        cache: list[tuple[torch.Tensor, torch.Tensor]],
-    ) -> torch.Tensor:
-        """x (B, P, M, d): each stream's current token -> its next reasoning state.
-
-        ctx_mask (B, P, N) bool: context items position p may see. ``cache`` holds each
-        earlier step's (keys, values) (B, P, M, H, e) of the streams; this step's are appended.
-        """
+    def forward(self, x: torch.Tensor, ctx: StreamContext | LastPositionContext) -> torch.Tensor:
+        """x (B, P, M, d): each stream's current token -> its next reasoning state; ``ctx``
+        (one per reasoning pass) holds the context keys / values and the streams' earlier tokens."""
         q, k, v = self.qkv(self.ln1(x)).unflatten(-1, (self.heads, -1)).chunk(3, dim=-1)  # (B, P, M, H, e)
-        a = stream_attention(q.flatten(-2), k.flatten(-2), v.flatten(-2), ctx_kv, ctx_mask, cache, self.heads)
+        a = ctx.attend(q.flatten(-2), k.flatten(-2), v.flatten(-2), self.heads)
         x = x + self.drop(self.out(a))
         return x + self.drop(self.ffn(self.ln2(x)))
 
@@ -80,6 +83,75 @@ def stream_attention(
     a = (w[..., :n].reshape(b, heads, p * m, n) @ vc).view(b, heads, p, m, -1)
     a = a + torch.einsum("bhpmt,bpmthe->bhpme", w[..., n:], vs)
     return a.permute(0, 2, 3, 1, 4).flatten(-2)
+
+
+class StreamContext:
+    """What reasoning tokens at P query positions per sequence attend to (any P, autograd-safe):
+    the cached context keys / values ``kv`` (B, H, N, e) limited by ``mask`` (B, P, N), and each
+    stream's own tokens of earlier steps, collected here step by step (see ``stream_attention``)."""
+
+    def __init__(self, kv: KV, mask: torch.Tensor) -> None:
+        self.kv, self.mask = kv, mask
+        self.cache: list[KV] = []
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+               dropout_p: float = 0.0) -> torch.Tensor:
+        return stream_attention(q, k, v, self.kv, self.mask, self.cache, heads, dropout_p)
+
+
+class LastPositionContext:
+    """The same attention for ONE query position per sequence (inference), in one key buffer.
+
+    With a single query position all M streams of a sequence share one context, so the context
+    keys / values and every stream's reasoning tokens sit in one (B * H, N + steps * M, e)
+    buffer: each step writes its M new keys / values in place, and the attention is one batched
+    product against the written part of the buffer plus an additive mask (the sequence's
+    items; a stream's own tokens), instead of separate context and own-stream products and the
+    stacking of the stream cache. Writing in place is why it is for inference only (no autograd).
+    """
+
+    def __init__(self, kv: KV, masks: list[torch.Tensor]) -> None:
+        kc, vc = kv
+        b, h, n, e = kc.shape
+        size = masks[-1].shape[-1]  # N + steps * M slots
+        self.k, self.v = kc.new_empty(b, h, size, e), vc.new_empty(b, h, size, e)
+        self.k[:, :, :n], self.v[:, :, :n] = kc, vc
+        self.n, self.masks, self.step = n, masks, 0
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int,
+               dropout_p: float = 0.0) -> torch.Tensor:
+        """q, k, v (B, 1, M, d) of this step's tokens -> (B, 1, M, d)."""
+        b, _, m, d = q.shape
+        e = d // heads
+        lo, hi = self.n + self.step * m, self.n + (self.step + 1) * m
+        self.k[:, :, lo:hi] = k.view(b, m, heads, e).transpose(1, 2)
+        self.v[:, :, lo:hi] = v.view(b, m, heads, e).transpose(1, 2)
+        mask = self.masks[self.step]  # (B * H, M, hi)
+        self.step += 1
+        keys, values = self.k.view(b * heads, -1, e)[:, :hi], self.v.view(b * heads, -1, e)[:, :hi]
+        qh = q.view(b, m, heads, e).transpose(1, 2).reshape(b * heads, m, e)
+        w = torch.baddbmm(mask, qh, keys.transpose(1, 2), alpha=e ** -0.5).softmax(-1)
+        w = F.dropout(w, dropout_p, dropout_p > 0)
+        return torch.bmm(w, values).view(b, heads, m, e).transpose(1, 2).reshape(b, 1, m, d)
+
+
+def last_position_contexts(kvs: list[KV], lengths: torch.Tensor, streams: int, steps: int) -> list[LastPositionContext]:
+    """One :class:`LastPositionContext` per reasoning block (its keys / values in ``kvs``,
+    (B, H, N, e) each), reasoning after each sequence's last item; the blocks share the
+    per-step masks: step t sees the sequence's ``lengths`` items and its own stream's tokens of
+    steps 0..t (slot N + s * M + j holds stream j's token of step s)."""
+    kc = kvs[0][0]
+    b, h, n, _ = kc.shape
+    neg = float("-inf")
+    items = torch.zeros(b, 1, n, dtype=kc.dtype, device=kc.device)
+    items.masked_fill_((torch.arange(n, device=kc.device) >= lengths[:, None])[:, None], neg)
+    own = torch.eye(streams, dtype=torch.bool, device=kc.device)
+    masks = []
+    for t in range(steps):
+        mine = kc.new_zeros(streams, (t + 1) * streams).masked_fill_(~own.repeat(1, t + 1), neg)
+        mask = torch.cat([items.expand(b, streams, n), mine.expand(b, -1, -1)], dim=-1)  # (B, M, S_t)
+        masks.append(mask.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, streams, -1))
+    return [LastPositionContext(kv, masks) for kv in kvs]
 
 
 def causal_context_mask(lengths: torch.Tensor, n: int, query_pos: torch.Tensor | None) -> torch.Tensor:

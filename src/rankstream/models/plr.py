@@ -30,7 +30,9 @@ is exactly the backbone (the paper's M is num_streams - 1); every position of a 
 sequence reasons (not only the last), so one pass trains all prefixes; the regulariser acts on
 stream representations (the paper's exact form and loss weights were not available to us and
 are config keys). Inference reasons only at each user's last position
-(:meth:`PLR.encode_last`), as serving does.
+(:meth:`PLR.encode_last`), as serving does, and without autograd it attends through one key
+buffer per block (``LastPositionContext``: context items and stream tokens together), the same
+attention as the training path in fewer, larger products.
 """
 
 from __future__ import annotations
@@ -43,7 +45,15 @@ import torch
 from torch import nn
 
 from rankstream.layers.dropout import Dropout
-from rankstream.layers.reasoning import StreamReasoningBlock, causal_context_mask, gate_mix
+from rankstream.layers.reasoning import (
+    KV,
+    LastPositionContext,
+    StreamContext,
+    StreamReasoningBlock,
+    causal_context_mask,
+    gate_mix,
+    last_position_contexts,
+)
 from rankstream.models.staged import (
     Stages,
     WrapperConfig,
@@ -86,7 +96,7 @@ class PLRConfig(WrapperConfig):
 class _Trace:
     stages: Stages
     h: torch.Tensor  # (B, N, d) encoder states, padded
-    contexts: list[tuple[torch.Tensor, torch.Tensor]]  # the reasoning blocks' cached keys / values
+    contexts: list[KV]  # the reasoning blocks' cached keys / values
     lengths: torch.Tensor  # (B,)
     streams: torch.Tensor  # (B, N, M, d) pooled stream outputs
     user: torch.Tensor  # (T, d) mixed user states (residual space)
@@ -124,39 +134,38 @@ class PLR(nn.Module):
         return list(getattr(self.backbone, "blocks", []))
 
     def _encoder(self, ids: torch.Tensor, offsets: torch.Tensor, max_len: int, times: torch.Tensor | None,
-                 next_times: torch.Tensor | None) -> tuple[Stages, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+                 next_times: torch.Tensor | None) -> tuple[Stages, torch.Tensor, list[KV]]:
         """(stages, (T, d) last hidden state = the fast-thinking answer, the keys / values the
         reasoning tokens read: each backbone block's own (encoder) or the new block's (block))."""
         s = stages_of(self.backbone, ids, offsets, max_len, times, next_times)
         x = s.embed()
-        contexts: list[tuple[torch.Tensor, torch.Tensor]] = []
+        contexts: list[KV] = []
         if self.m > 0 and self.cfg.reasoner == "encoder":
             for b in self._blocks():
                 x = b(x, s.layout, contexts)  # the block's keys / values of the items: the KV cache
-            # contiguous once per batch, not in every step's batched product
-            return s, x, [(k.contiguous(), v.contiguous()) for k, v in contexts]
+            return s, x, contexts
         for layer in s.layers:
             x = layer(x)
         if self.m > 0:
             contexts.append(self.reasoner.context(s.layout.pad(x)))
         return s, x, contexts
 
-    def reason(self, contexts: list[tuple[torch.Tensor, torch.Tensor]], mask: torch.Tensor, h0: torch.Tensor,
+    def reason(self, contexts: list[StreamContext] | list[LastPositionContext], h0: torch.Tensor,
                noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """contexts (from _encoder), mask (B, P, N), h0 (B, P, d) -> user (B, P, d), streams (B, P, M, d)."""
+        """contexts (one per reasoning block, fresh for each pass), h0 (B, P, d) -> user (B, P, d),
+        streams (B, P, M, d)."""
         encoder = self.cfg.reasoner == "encoder"
         steps = [b.reason for b in self._blocks()] if encoder else [self.reasoner]
         x = h0.unsqueeze(2) + self.triggers  # (B, P, M, d): one start per stream
         if noise > 0:
             x = x + noise * x.detach().pow(2).mean(-1, keepdim=True).sqrt() * torch.randn_like(x)
-        caches: list[list[tuple[torch.Tensor, torch.Tensor]]] = [[] for _ in steps]
         total = torch.zeros_like(x)
         for t in range(self.cfg.reasoning_steps):
             x = x + self.step_pos[t]
             if encoder:
                 x = self.step_drop(self.step_norm(x))
-            for step, ctx, cache in zip(steps, contexts, caches, strict=True):
-                x = step(x, ctx, mask, cache)
+            for step, ctx in zip(steps, contexts, strict=True):
+                x = step(x, ctx)
             total = total + x
         streams = total / self.cfg.reasoning_steps  # mean-pooled per stream
         cands = torch.cat([h0.unsqueeze(2), streams], dim=2)  # (B, P, 1 + M, d)
@@ -172,7 +181,9 @@ class PLR(nn.Module):
             return s.head(h)
         lay = s.layout
         hp, lengths = lay.pad(h), offsets[1:] - offsets[:-1]
-        user, streams = self.reason(contexts, causal_context_mask(lengths, lay.max_len, None), hp)
+        contexts = [(k.contiguous(), v.contiguous()) for k, v in contexts]  # once, not in every step's product
+        mask = causal_context_mask(lengths, lay.max_len, None)
+        user, streams = self.reason([StreamContext(kv, mask) for kv in contexts], hp)
         user = lay.unpad(user)
         if self.training:
             self._trace = _Trace(s, hp, contexts, lengths, streams, user)
@@ -187,12 +198,20 @@ class PLR(nn.Module):
         last = offsets[1:] - 1
         if self.m == 0:
             return s.head(h[last])
-        return s.head(self._reason_last(contexts, offsets[1:] - offsets[:-1], s.layout.max_len, h[last]))
+        return s.head(self._reason_last(contexts, offsets[1:] - offsets[:-1], h[last])[0])
 
-    def _reason_last(self, contexts: list[tuple[torch.Tensor, torch.Tensor]], lengths: torch.Tensor, n: int,
-                     h0: torch.Tensor, noise: float = 0.0) -> torch.Tensor:
-        mask = causal_context_mask(lengths, n, (lengths - 1)[:, None])
-        return self.reason(contexts, mask, h0[:, None], noise)[0][:, 0]
+    def _reason_last(self, contexts: list[KV], lengths: torch.Tensor, h0: torch.Tensor,
+                     noise: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reasoning after each sequence's last item: h0 (B, d) -> user (B, d), streams (B, M, d).
+        Without autograd (inference) through one key buffer per block, else the general path."""
+        ctxs: list[StreamContext] | list[LastPositionContext]
+        if torch.is_grad_enabled():
+            mask = causal_context_mask(lengths, contexts[0][0].shape[2], (lengths - 1)[:, None])
+            ctxs = [StreamContext(kv, mask) for kv in contexts]
+        else:
+            ctxs = last_position_contexts(contexts, lengths, self.m, self.cfg.reasoning_steps)
+        user, streams = self.reason(ctxs, h0[:, None], noise)
+        return user[:, 0], streams[:, 0]
 
     def item_vectors(self) -> torch.Tensor:
         out: torch.Tensor = self.backbone.item_vectors()  # type: ignore[operator]
@@ -215,7 +234,7 @@ class PLR(nn.Module):
             loss = loss + self.cfg.stream_weight / self.m * next_item_loss(per, targets.repeat(self.m))
         if self.cfg.cl_weight > 0 and tr.lengths.numel() > 1:
             last = lay.offsets[1:] - 1
-            other = self._reason_last(tr.contexts, tr.lengths, lay.max_len, lay.unpad(tr.h)[last], self.cfg.cl_noise)
+            other = self._reason_last(tr.contexts, tr.lengths, lay.unpad(tr.h)[last], self.cfg.cl_noise)[0]
             a, b = tr.stages.head(tr.user[last]), tr.stages.head(other)
             loss = loss + self.cfg.cl_weight * info_nce(a, b, self.cfg.cl_temperature) * n_pos
         return loss
@@ -227,9 +246,8 @@ class PLR(nn.Module):
         s, h, contexts = self._encoder(ids, offsets, max_len, times, next_times)
         if self.m < 2:
             return 1.0
-        lengths, last = offsets[1:] - offsets[:-1], offsets[1:] - 1
-        mask = causal_context_mask(lengths, s.layout.max_len, (lengths - 1)[:, None])
-        streams = self.reason(contexts, mask, h[last][:, None])[1][:, 0]
+        last = offsets[1:] - 1
+        streams = self._reason_last(contexts, offsets[1:] - offsets[:-1], h[last])[1]
         return float(mean_pairwise_cosine(streams - h[last][:, None]))
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from rankstream.layers.attention import JaggedLayout, softmax_attention
 from rankstream.layers.dropout import Dropout
 from rankstream.layers.embedding import SequenceEmbedding, l2_normalize
-from rankstream.layers.reasoning import stream_attention
+from rankstream.layers.reasoning import LastPositionContext, StreamContext
 from rankstream.registry import register_model
 
 
@@ -63,13 +63,12 @@ class SASRecBlock(nn.Module):
         """(T, d) -> (T, d); ``kv_out`` receives this block's padded keys / values (B, H, N, e)."""
         return self._around(x, lambda q, k, v, p: softmax_attention(q, k, v, layout, self.heads, p, kv_out))
 
-    def reason(self, r: torch.Tensor, ctx_kv: tuple[torch.Tensor, torch.Tensor], ctx_mask: torch.Tensor,
-               cache: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    def reason(self, r: torch.Tensor, ctx: StreamContext | LastPositionContext) -> torch.Tensor:
         """This block on reasoning tokens r (B, P, M, d) appended after position p of each sequence
         (PLR / ReaRec): as :meth:`forward`, with keys / values from the items at or before p
-        (``ctx_kv``: forward's ``kv_out``, the KV cache; ``ctx_mask``) and the token's own stream
-        (``cache``, see ``stream_attention``)."""
-        return self._around(r, lambda q, k, v, p: stream_attention(q, k, v, ctx_kv, ctx_mask, cache, self.heads, p))
+        (the context ``ctx`` holds forward's ``kv_out``, the KV cache) and from the token's own
+        stream (see ``layers/reasoning.py``)."""
+        return self._around(r, lambda q, k, v, p: ctx.attend(q, k, v, self.heads, p))
 
     def _around(self, x: torch.Tensor, attend: Callable[..., torch.Tensor]) -> torch.Tensor:
         """The block around its attention ``attend(q, k, v, dropout_p)``: keys/values from the
