@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import torch
-
+from rankstream.runtime import configure_cpu
 from rankstream.serve.cache import (
     ItemTables,
     LocalItemTables,
@@ -45,8 +44,7 @@ class ServeOptions:
 def build_service(checkpoint: Path, opts: ServeOptions) -> RankingService:
     """Load the checkpoint with the chosen runtime and caches (CheckpointError if refused)."""
     logging.getLogger("faiss").setLevel(logging.WARNING)
-    torch.set_num_threads(opts.threads)
-    torch.set_flush_denormal(True)
+    configure_cpu(opts.threads)
     users: UserCache
     tables: ItemTables
     if opts.redis_url:
