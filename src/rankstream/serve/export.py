@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rankstream.models.base import SequenceModel
+from rankstream.models.base import SequenceModel, user_states
 from rankstream.serve.history import History
 from rankstream.serve.scorer import UserEncoder, torch_encoder
 
@@ -37,20 +37,25 @@ FILES = {"onnx": "user_tower.onnx", "torch_export": "user_tower.pt2"}
 
 
 class UserTower(nn.Module):
-    """(ids (n,), last (1,) [, times (n,), next_times (n,)]) -> (1, d) state after ``last``."""
+    """(ids (n,), last (1,) [, times (n,), next_times (n,)]) -> (1, d) state after ``last``.
+
+    The padded input is read as two jagged sequences, the history ``[0, last]`` and the padding
+    after it, so that :func:`user_states` (a model's ``encode_last``, e.g. PLR reasoning at the
+    last position only) sees the history's real end; the padding sequence's state is dropped.
+    """
 
     def __init__(self, model: nn.Module, n: int) -> None:
         super().__init__()
         self.model = model
         self.n = n
-        self.offsets: torch.Tensor
-        self.register_buffer("offsets", torch.tensor([0, n], dtype=torch.int64), persistent=False)
+        self.bounds: torch.Tensor
+        self.register_buffer("bounds", torch.tensor([0, n], dtype=torch.int64), persistent=False)
 
     def forward(self, ids: torch.Tensor, last: torch.Tensor, times: torch.Tensor | None = None,
                 next_times: torch.Tensor | None = None) -> torch.Tensor:
         model: SequenceModel = self.model  # type: ignore[assignment]
-        states = model.encode(ids, self.offsets, self.n, times, next_times)
-        return states.index_select(0, last)
+        offsets = torch.cat([self.bounds[:1], last + 1, self.bounds[1:]])  # (3,): history, padding
+        return user_states(model, ids, offsets, self.n, times, next_times)[:1]
 
 
 def tower_inputs(h: History, n: int, with_times: bool) -> tuple[np.ndarray, ...]:

@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from rankstream.models.base import SequenceModel
+from rankstream.models.base import SequenceModel, user_states
 from rankstream.serve.history import History
 
 # A user encoder maps a history to the user state (float32 array); see serve/export.py for the
@@ -66,9 +66,9 @@ def torch_encoder(model: SequenceModel) -> UserEncoder:
         if model.needs_timestamps:
             times = torch.from_numpy(h.times)
             next_times = torch.from_numpy(np.append(h.times[1:], h.query_time))
-        with torch.inference_mode():
-            states = model.encode(ids, offsets, len(h.items), times, next_times)
-        return states[-1].numpy().astype(np.float32, copy=True)
+        with torch.inference_mode():  # the last state only (PLR reasons at that position alone)
+            state = user_states(model, ids, offsets, len(h.items), times, next_times)
+        return state[0].numpy().astype(np.float32, copy=True)
 
     return encode
 
