@@ -4,7 +4,8 @@ The development machine is shared, so the latency that ``rankstream bench`` reco
 with whatever else runs. Here every model is measured in turn, ``--rounds`` times, and the
 median per model is reported: slow periods hit all models alike. LARES is measured at each
 inference depth in ``--lares-steps`` (same weights; an empty list leaves LARES out), and PLR with
-the stand-in reasoner too with ``--plr-block`` (checkpoint ``<dataset>-plr-block``).
+the stand-in reasoner too with ``--plr-block`` (checkpoint ``<dataset>-plr-block``). ``--compile``
+runs every model's user side (backbone and wrappers alike) through ``torch.compile``.
 
     PYTHONPATH=src python3 benchmarks/latent_latency.py --dataset beauty --data-dir ../shared/data \
         --runs runs/latent --out results/latent/latency_beauty.json
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--plr-block", action="store_true", help="also PLR with model.reasoner=block")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = the config's)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--compile", action="store_true",
+                    help="every model's user side through torch.compile (the backbone too)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     # (label, model, overrides that define the weights, inference-only overrides, checkpoint folder)
@@ -58,7 +61,7 @@ def main() -> None:
     for _ in range(a.rounds):
         for label, (model, task) in loaded.items():
             with torch.no_grad():
-                runs[label].append(latency(model, task))
+                runs[label].append(latency(model, task, compiled=a.compile))
     out = {label: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for label, rs in runs.items()}
     base = out["sasrec"]["latency_ms_per_user"]
     for label, m in out.items():
@@ -66,7 +69,8 @@ def main() -> None:
         print(f"{label:10s} {m['latency_ms_per_user']:.4f} ms/user (x{m['ratio_to_backbone']:.2f}), "
               f"single request {m['latency_ms_single_user']:.3f} ms")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"dataset": a.dataset, "rounds": a.rounds, "latency": out}, indent=1))
+    Path(a.out).write_text(json.dumps({"dataset": a.dataset, "rounds": a.rounds, "compiled": a.compile,
+                                       "latency": out}, indent=1))
 
 
 if __name__ == "__main__":

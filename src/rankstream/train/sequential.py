@@ -8,7 +8,9 @@ of the module registers the task ("sequential") with the experiment runner the C
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,9 +186,10 @@ class SequentialTask:
 
 @torch.no_grad()
 def latency(model: Any, task: SequentialTask, users: int = 1024, batch: int = 128,
-            singles: int = 200) -> dict[str, float]:
+            singles: int = 200, compiled: bool = False) -> dict[str, float]:
     """Inference latency per user on test users (see ``eval/latency.py``): batches of
-    ``batch`` users, and ``singles`` users one at a time; encode, score all items, top 10."""
+    ``batch`` users, and ``singles`` users one at a time; encode, score all items, top 10.
+    ``compiled``: the user side through ``torch.compile`` (dynamic shapes; the warm-up compiles)."""
     model.eval()
     view = task.views["test"]
     rows = np.unique(np.linspace(0, len(view) - 1, min(users, len(view))).astype(np.int64))
@@ -195,11 +198,17 @@ def latency(model: Any, task: SequentialTask, users: int = 1024, batch: int = 12
     ones = [eval_batch(task.data, view, rows[i : i + 1], task.max_len).to(task.device)
             for i in range(min(singles, len(rows)))]
     items = model.item_vectors()
+    states: Callable[[JaggedBatch], torch.Tensor] = functools.partial(last_states, model)
+    if compiled:
+        states = torch.compile(states, dynamic=True)
 
     def serve(b: JaggedBatch) -> torch.Tensor:
-        return torch.topk(last_states(model, b) @ items.t(), k=10).indices.cpu()  # the result, on the host
+        return torch.topk(states(b) @ items.t(), k=10).indices.cpu()  # the result, on the host
 
-    return measure_latency(serve, batches, len(rows), ones)
+    out = measure_latency(serve, batches, len(rows), ones)
+    if compiled:  # the compiled user side computes what eager PyTorch does
+        out["compiled_max_abs_diff"] = float((states(batches[0]) - last_states(model, batches[0])).abs().max())
+    return out
 
 
 # -- the experiment runner ----------------------------------------------------------------
