@@ -70,3 +70,22 @@ def test_dedupe_without_sort_matches_unique(ids: list[int]) -> None:
     assert torch.equal(rows[inverse], idx)  # every id maps back to its own row
     assert sorted(rows.tolist()) == torch.unique(idx).tolist()  # each distinct row once
     assert bool((scratch == -1).all())  # the scratch is clean for the next step
+
+
+def test_state_is_allocated_when_built_and_a_fresh_checkpoint_moves_to_sparse_adam() -> None:
+    """The moments exist (step 0, zeros) before the first step, so a stream's first segment
+    does not allocate them; the state_dict of an unstepped LazyAdam still loads into SparseAdam
+    and both then take the same step."""
+    torch.manual_seed(2)
+    a = torch.nn.Embedding(30, 4, sparse=True)
+    b = copy.deepcopy(a)
+    o_a = LazyAdam(a.parameters(), lr=0.1)
+    st0 = o_a.state[a.weight]
+    assert st0["step"] == 0 and st0["exp_avg"].shape == (30, 4) and not st0["exp_avg_sq"].any()
+    o_b = torch.optim.SparseAdam(b.parameters(), lr=0.1)
+    o_b.load_state_dict(copy.deepcopy(o_a.state_dict()))
+    ids = torch.tensor([[3, 3, 9, 28]])
+    _step(a, o_a, ids)
+    _step(b, o_b, ids)
+    torch.testing.assert_close(a.weight, b.weight)
+    assert o_a.state[a.weight]["step"] == o_b.state[b.weight]["step"] == 1
