@@ -7,7 +7,8 @@ cascade.CascadeNet` with private + shared field embeddings per tower (the repo's
 and ``objectives/delayed.py``): stage-wise debiasing of BOTH stages with importance weights from
 the frozen pre-trained model and two auxiliary models (conversion in window / real negative;
 refund in window / real non-refund), and the delay-time-aware ranking loss on each stage
-(50 sampled negatives per conversion, 5 per refund). Differences from the paper: see
+(50 sampled negatives per conversion, 5 per refund; weighted 1 in the CVR stage and 0.1 in the
+refund stage, as the repo's ``refund_loss_fn_wi_DelayTimeBpr``). Differences from the paper: see
 CascadeNet (sparse embedding updates); the refund adapter of the repo's class is unused there
 and omitted here.
 """

@@ -23,7 +23,8 @@ reference code does with its stage masks).
   TESLA  (Luo et al., WWW'26, Sec. 4.2; NetCVR repo ``cvr_loss_fn_wi_DelayTimeBpr``): per stage
          w+ = 1 + p_pre - q_inw, w- = (1 + p_pre - q_inw) tn, with the frozen pre-trained model's
          probability p_pre and an auxiliary model's in-window probability q_inw and real-negative
-         probability tn; plus the delay-time-aware ranking loss :func:`delay_bpr`.
+         probability tn; plus the delay-time-aware ranking loss :func:`delay_bpr`, weighted 1 in
+         the CVR stage and 0.1 in the refund stage (``refund_loss_fn_wi_DelayTimeBpr``).
 """
 
 from __future__ import annotations

@@ -52,6 +52,7 @@ class StreamTrainConfig:
     num_threads: int = 2  # (int) torch intra-op threads
     bpr_negatives_cvr: int = 50  # (int) TESLA: sampled negatives per conversion in the ranking loss
     bpr_negatives_refund: int = 5  # (int) TESLA: sampled negatives per refund
+    bpr_weight_refund: float = 0.1  # (float) TESLA: weight of the refund stage's ranking loss (the CVR stage's is 1)
     reader_boost: float = 0.1  # (float) READER: weight of the attribution-back term
     reader_ga: float = 0.5  # (float) READER: weight of "unlearn the previous target" inside it
     checkpoint_dir: str = ""  # (str) stream checkpoints ("" = runs/<dataset>-<name>)
@@ -104,7 +105,8 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
     if method.trains:
         model.requires_grad_(True)
     ctx = Context(method, helpers, torch.Generator(), cfg.data.conv_obs_s / 3600.0, cfg.train.bpr_negatives_cvr,
-                  cfg.train.bpr_negatives_refund, cfg.train.reader_boost, cfg.train.reader_ga)
+                  cfg.train.bpr_negatives_refund, cfg.train.reader_boost, cfg.train.reader_ga,
+                  bpr_refund_weight=cfg.train.bpr_weight_refund)
     source = open_source(prep, cfg.data)
     try:
         runner = StreamRunner(prep, source, model, ctx, cfg.data, cfg.train, cfg.eval, ckpt, refs, console)
