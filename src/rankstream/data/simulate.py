@@ -19,8 +19,9 @@ Generative process (CASCADE, :func:`simulate_cascade`):
   ~27% of conversions inside the 0.01-day observation window, median delay ~1.4 h. This is
   calibrated to the one published figure on how much the delay costs: the waiting-window
   baseline keeps 42% of the Oracle's NetCVR AUC gain over Pre-trained (CASCADE paper, Table 2,
-  BDL RI-AUC); with a = -4.5 our Vanilla keeps ~39%, with the earlier a = -2.2 (~60% in the
-  window) it kept 66% and beat the debiasing methods.
+  BDL RI-AUC); with a = -4.5 our Vanilla keeps ~45% (~39% with the pre-training lr before
+  stop 19), with the earlier a = -2.2 (~60% in the window) it kept 66% and beat the debiasing
+  methods.
   refund logit = r0 + item refund propensity N(0, 1.1) + 0.5 user refund propensity
   - 0.3 intent - 0.15 log(delay in hours) + category effect; r0 solved so that refunds /
   conversions = 0.54 (CASCADE: 2.0M / 3.7M) within the 3-day refund window. refund delay: with
