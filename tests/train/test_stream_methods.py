@@ -1,5 +1,5 @@
 """TESLA's per-stage loss: weighted BCE plus the delay-time-aware ranking loss, the latter at
-weight 1 in the CVR stage and ``bpr_refund_weight`` (0.1, the NetCVR repo's) in the refund stage."""
+weight 1 in the CVR stage and ``bpr_weight_refund`` (0.1, the NetCVR repo's) in the refund stage."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _setup(refund_weight: float) -> tuple[Context, CascadeNet, Batch]:
     helpers = {"pretrained": CascadeNet(cfg, FIELDS).eval(), "aux_cvr": AuxNet(cfg, FIELDS, 3).eval(),
                "aux_refund": AuxNet(cfg, FIELDS, 3).eval()}
     ctx = Context(METHODS["tesla"], helpers, torch.Generator().manual_seed(5), conv_obs_h=0.24,
-                  bpr_cvr=4, bpr_refund=2, bpr_refund_weight=refund_weight)
+                  bpr_cvr=4, bpr_refund=2, bpr_weight_refund=refund_weight)
     return ctx, CascadeNet(cfg, FIELDS).eval(), _batch()
 
 
@@ -38,7 +38,7 @@ def _by_hand(ctx: Context, model: CascadeNet, b: Batch) -> torch.Tensor:
     whole batch; the ranking losses draw their negatives CVR stage first, as the method does."""
     gen = torch.Generator().manual_seed(5)
     total = torch.zeros(())
-    for stage, k, weight in ((CVR_STAGE, ctx.bpr_cvr, 1.0), (REFUND_STAGE, ctx.bpr_refund, ctx.bpr_refund_weight)):
+    for stage, k, weight in ((CVR_STAGE, ctx.bpr_cvr, 1.0), (REFUND_STAGE, ctx.bpr_refund, ctx.bpr_weight_refund)):
         rows = b.stage == stage
         ids, z = b.ids[rows], b.label[rows]
         pre = ctx.helpers["pretrained"]

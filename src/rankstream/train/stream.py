@@ -106,7 +106,7 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
         model.requires_grad_(True)
     ctx = Context(method, helpers, torch.Generator(), cfg.data.conv_obs_s / 3600.0, cfg.train.bpr_negatives_cvr,
                   cfg.train.bpr_negatives_refund, cfg.train.reader_boost, cfg.train.reader_ga,
-                  bpr_refund_weight=cfg.train.bpr_weight_refund)
+                  bpr_weight_refund=cfg.train.bpr_weight_refund)
     source = open_source(prep, cfg.data)
     try:
         runner = StreamRunner(prep, source, model, ctx, cfg.data, cfg.train, cfg.eval, ckpt, refs, console)

@@ -69,7 +69,7 @@ class Context:
     bpr_refund: int = 5
     reader_boost: float = 0.1
     reader_ga: float = 0.5
-    bpr_refund_weight: float = 0.1  # TESLA: the refund stage's ranking loss weight (the reference code's 0.1)
+    bpr_weight_refund: float = 0.1  # TESLA: the refund stage's ranking loss weight (the reference code's 0.1)
 
 
 def _sig(x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +100,7 @@ def _stage_loss(ctx: Context, model: Any, b: Batch, stage: int, denom: int) -> t
         p_pre = _sig(pre.cvr_logits(ids) if stage == CVR_STAGE else pre.refund_logits(ids))
         aux = _sig(ctx.helpers["aux_cvr" if stage == CVR_STAGE else "aux_refund"](ids))
     w = tesla_weights(p_pre, aux[:, 0], aux[:, -1])
-    k, weight = (ctx.bpr_cvr, 1.0) if stage == CVR_STAGE else (ctx.bpr_refund, ctx.bpr_refund_weight)
+    k, weight = (ctx.bpr_cvr, 1.0) if stage == CVR_STAGE else (ctx.bpr_refund, ctx.bpr_weight_refund)
     return weighted_bce(x, z, *w, denom=denom) + weight * delay_bpr(x, z, b.delay_h[rows], k, ctx.gen)
 
 
