@@ -60,6 +60,14 @@ def test_method_and_model_must_match(cache: Path) -> None:
         run(tiny_config(cache, "esdfm", model={"name": "tesla"}), cache / "data")
 
 
+@pytest.mark.parametrize("key, value", [("bpr_weight_refund", -0.1), ("bpr_negatives_cvr", 0), ("bpr_negatives_refund", 0)])
+def test_ranking_loss_settings_are_checked(cache: Path, key: str, value: float) -> None:
+    from rankstream.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"train.{key}={value} \\(must be"):
+        run(tiny_config(cache, "tesla", train={key: value}), cache / "data")
+
+
 @pytest.mark.skipif(REDIS is None, reason="redis-server not installed (Debian package redis-server)")
 def test_redis_source_gives_the_parquet_result(cache: Path) -> None:
     cfg = tiny_config(cache, "esdfm", train={"max_segments": 6, "oracle_reference": "none"})

@@ -92,6 +92,11 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"not model.name={cfg.model_name}")
     if (m.name == "tesla") != (cfg.model_name == "tesla") or (m.name == "reader") != (cfg.model_name == "reader"):
         raise ConfigError(f"model.name={cfg.model_name} and train.method={m.name} do not go together")
+    t = cfg.train
+    bad = [f"train.{k}={v} (must be >= {low})" for k, v, low in (("bpr_weight_refund", t.bpr_weight_refund, 0),
+           ("bpr_negatives_cvr", t.bpr_negatives_cvr, 1), ("bpr_negatives_refund", t.bpr_negatives_refund, 1)) if v < low]
+    if bad:
+        raise ConfigError(f"TESLA's ranking loss: {', '.join(bad)}")
 
 
 def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Console,
