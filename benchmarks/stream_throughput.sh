@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Streaming throughput against click density (issue 5's 50,000 clicks/s target): the same
-# Vanilla and FNW streams on SIMULATED CASCADE logs of 1.5M (the default), 5M and 10M clicks
+# Vanilla and FNW streams on SIMULATED CASCADE logs of 1.5M (the default until stop 20), 5M (the
+# default) and 10M clicks
 # over the same 25 days, i.e. ~600, ~2,000 and ~4,000 clicks per 0.01-day segment (the real
 # CASCADE: 41M clicks, ~14,000 per segment). Each run trains on the first SEGMENTS segments of
 # the stream; clicks/s excludes the per-segment evaluation (see docs/benchmarks.md).

@@ -272,9 +272,9 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("kind", choices=["cascade", "trace"])
     sim.add_argument("--out", required=True, help="folder for cascade_sim.tsv / trace_sim.txt")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--size", type=int, default=0, help="clicks (0 = 1.5M for cascade, 300k for trace)")
+    sim.add_argument("--size", type=int, default=0, help="clicks (0 = 5M for cascade, 300k for trace)")
     sim.add_argument("--impulse-logit", type=float, default=None,
-                     help="cascade: intercept of the impulse-buy probability (default -4.5; lower = longer conversion delays)")
+                     help="cascade: intercept of the impulse-buy probability (default -7.5; lower = longer conversion delays)")
     sim.set_defaults(fn=cmd_simulate)
     exp("train", cmd_train, "train a model and evaluate its best checkpoint").add_argument("--out", default=None)
     exp("bench", cmd_bench, "train + evaluate and write a result JSON ('bench serve': load-test a server)").add_argument("--out", required=True)

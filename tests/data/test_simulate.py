@@ -23,12 +23,14 @@ def _conversion_delays(params: SimParams) -> tuple[float, np.ndarray]:
 
 def test_impulse_logit_moves_conversions_out_of_the_observation_window() -> None:
     cvr_default, d_default = _conversion_delays(SimParams())
+    cvr_mid, d_mid = _conversion_delays(SimParams(impulse_logit=-4.5))
     cvr_short, d_short = _conversion_delays(SimParams(impulse_logit=-2.2))
     in_window = lambda d: float((d < 864).mean())  # noqa: E731  (0.01 day)
-    assert 0.2 < in_window(d_default) < 0.35  # the documented ~27% (default -4.5)
+    assert 0.04 < in_window(d_default) < 0.10  # the documented ~7% (default -7.5, the 5M-click stream)
+    assert 0.2 < in_window(d_mid) < 0.35  # ~27% (-4.5, the 1.5M-click default before stop 20)
     assert 0.5 < in_window(d_short) < 0.7  # the earlier default's ~60%
-    assert np.median(d_default) > 2 * np.median(d_short)
-    for cvr in (cvr_default, cvr_short):  # CVR stays calibrated (0.091 within 3 days, plus the tail)
+    assert np.median(d_default) > np.median(d_mid) > 2 * np.median(d_short)
+    for cvr in (cvr_default, cvr_mid, cvr_short):  # CVR stays calibrated (0.091 within 3 days, plus the tail)
         assert 0.08 < cvr < 0.105
 
 
