@@ -32,6 +32,7 @@ from rich.console import Console
 
 from rankstream.config import ConfigError, load_config
 from rankstream.data.schema import DataError
+from rankstream.data.simulate import DEFAULT_SIZE, SimParams, write_simulated
 from rankstream.registry import LOADERS, MODELS, TASKS, RegistryError
 from rankstream.train.checkpoint import CheckpointError
 
@@ -224,8 +225,6 @@ def bench_serve_parser() -> argparse.ArgumentParser:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from rankstream.data.simulate import SimParams, write_simulated
-
     path = write_simulated(args.kind, Path(args.out), seed=args.seed, size=args.size,
                            params=SimParams() if args.impulse_logit is None else SimParams(impulse_logit=args.impulse_logit))
     console.print(f"wrote SIMULATED {args.kind} data to {path}")
@@ -272,9 +271,10 @@ def parser() -> argparse.ArgumentParser:
     sim.add_argument("kind", choices=["cascade", "trace"])
     sim.add_argument("--out", required=True, help="folder for cascade_sim.tsv / trace_sim.txt")
     sim.add_argument("--seed", type=int, default=0)
-    sim.add_argument("--size", type=int, default=0, help="clicks (0 = 5M for cascade, 300k for trace)")
+    sim.add_argument("--size", type=int, default=0, help=f"clicks (0 = {DEFAULT_SIZE['cascade']:,} for cascade, {DEFAULT_SIZE['trace']:,} for trace)")
     sim.add_argument("--impulse-logit", type=float, default=None,
-                     help="cascade: intercept of the impulse-buy probability (default -7.5; lower = longer conversion delays)")
+                     help=f"cascade: intercept of the impulse-buy probability (default {SimParams.impulse_logit}; "
+                          "lower = longer conversion delays)")
     sim.set_defaults(fn=cmd_simulate)
     exp("train", cmd_train, "train a model and evaluate its best checkpoint").add_argument("--out", default=None)
     exp("bench", cmd_bench, "train + evaluate and write a result JSON ('bench serve': load-test a server)").add_argument("--out", required=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from rankstream.config import load_config
+from rankstream.config import ConfigError, load_config
 from rankstream.train.distributed import Dist
 from rankstream.train.experiment import run_experiment
 from stream_helpers import REDIS, redis_server, tiny_config
@@ -62,8 +62,6 @@ def test_method_and_model_must_match(cache: Path) -> None:
 
 @pytest.mark.parametrize("key, value", [("bpr_weight_refund", -0.1), ("bpr_negatives_cvr", 0), ("bpr_negatives_refund", 0)])
 def test_ranking_loss_settings_are_checked(cache: Path, key: str, value: float) -> None:
-    from rankstream.config import ConfigError
-
     with pytest.raises(ConfigError, match=f"train.{key}={value} \\(must be"):
         run(tiny_config(cache, "tesla", train={key: value}), cache / "data")
 

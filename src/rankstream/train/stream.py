@@ -92,9 +92,9 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"not model.name={cfg.model_name}")
     if (m.name == "tesla") != (cfg.model_name == "tesla") or (m.name == "reader") != (cfg.model_name == "reader"):
         raise ConfigError(f"model.name={cfg.model_name} and train.method={m.name} do not go together")
-    t = cfg.train
-    bad = [f"train.{k}={v} (must be >= {low})" for k, v, low in (("bpr_weight_refund", t.bpr_weight_refund, 0),
-           ("bpr_negatives_cvr", t.bpr_negatives_cvr, 1), ("bpr_negatives_refund", t.bpr_negatives_refund, 1)) if v < low]
+    lowest = {"bpr_weight_refund": 0, "bpr_negatives_cvr": 1, "bpr_negatives_refund": 1}
+    bad = [f"train.{k}={getattr(cfg.train, k)} (must be >= {low})" for k, low in lowest.items()
+           if getattr(cfg.train, k) < low]
     if bad:
         raise ConfigError(f"TESLA's ranking loss: {', '.join(bad)}")
 

@@ -55,7 +55,7 @@ class StreamDataConfig:
     simulate: Literal["", "cascade", "trace"] = ""  # (str) generate the simulator's file at `path` if missing
     sim_size: int = 0  # (int) simulated clicks (0 = the simulator's default)
     sim_seed: int = 0  # (int) simulator seed
-    sim_impulse_logit: float = SimParams.impulse_logit  # (float) CASCADE simulator: impulse-buy intercept (-7.5)
+    sim_impulse_logit: float = SimParams.impulse_logit  # (float) CASCADE simulator: impulse-buy intercept (the simulator's default)
     start_time: str = CASCADE_START  # (str) CASCADE: the data set's t=0 (ISO time with zone)
     max_bucket: int = 0  # (int) cap every field's hash bucket count (0 = the format's sizes)
     on_bad_rows: Literal["skip", "error"] = "skip"  # (str) skip (and report) or stop at a malformed row
