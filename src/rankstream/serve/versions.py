@@ -14,7 +14,6 @@ server keeps its current version.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import tempfile
 import time
@@ -33,7 +32,7 @@ from rankstream.serve.cache import ItemTables, LocalItemTables
 from rankstream.serve.export import Runtime, make_encoder
 from rankstream.serve.history import HistoryStore
 from rankstream.serve.scorer import Scorer, SequenceScorer
-from rankstream.train.checkpoint import CheckpointError, load_checkpoint, read_state
+from rankstream.train.checkpoint import CheckpointError, file_sha256, load_checkpoint, read_state
 from rankstream.train.experiment import model_hash
 
 
@@ -167,7 +166,7 @@ def load_version(path: Path, data_dir: Path | None = None, runtime: Runtime = "t
             raise
         raise CheckpointError(f"cannot load checkpoint {path}: {e}") from None
     weights = (state.get("files", {}).get("model.safetensors")
-               or hashlib.sha256((folder / "model.safetensors").read_bytes()).hexdigest())
+               or file_sha256(folder / "model.safetensors"))
     version = f"{cfg.model_name}-{state['model_hash']}-{weights[:8]}"
     n = cfg.data.max_len
     exports = export_dir or Path(tempfile.mkdtemp(prefix="rankstream-export-"))

@@ -23,12 +23,10 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, corrupt, or was written for another config."""
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks (a multi-GB checkpoint is never held in memory)."""
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -89,7 +87,7 @@ def save_checkpoint(
     hashes = {}
     for name, tensors_ in files.items():
         _atomic_save_tensors({k: v.detach().cpu() for k, v in tensors_.items()}, folder / name)
-        hashes[name] = _sha256(folder / name)
+        hashes[name] = file_sha256(folder / name)
     state["files"] = hashes
     _atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1, default=str).encode())
 
@@ -105,7 +103,7 @@ def read_state(folder: Path) -> dict[str, Any]:
         raise CheckpointError(f"corrupt checkpoint {path}: {e}") from None
     for name, digest in state.get("files", {}).items():
         f = folder / name
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or file_sha256(f) != digest:
             raise CheckpointError(f"corrupt checkpoint {folder}: {name} does not match state.json")
     return state
 

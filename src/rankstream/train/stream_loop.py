@@ -31,7 +31,12 @@ from rankstream.data.stream.prepare import PreparedStream
 from rankstream.data.stream.samples import Samples, build_samples
 from rankstream.data.stream.source import EventSource
 from rankstream.eval.delayed import binary_metrics, gmv_metrics
-from rankstream.train.checkpoint import CheckpointError, load_optimizer, optimizer_tensors
+from rankstream.train.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    load_optimizer,
+    optimizer_tensors,
+)
 from rankstream.train.loop import step_seed
 from rankstream.train.stream_methods import Batch, Context, loss, predict
 from rankstream.train.stream_pretrain import make_optimizers
@@ -104,7 +109,7 @@ class StreamRunner:
         save_file({k: v.detach().contiguous() for k, v in self._tensors().items()}, str(tmp / "tensors.safetensors"))
         with (tmp / "tensors.safetensors").open("rb") as f:
             os.fsync(f.fileno())
-            digest = hashlib.sha256(f.read()).hexdigest()
+        digest = file_sha256(tmp / "tensors.safetensors")
         metas = [optimizer_tensors(o)[1] for o in self.opts]
         state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name,
                  "settings": self.settings}
@@ -124,8 +129,7 @@ class StreamRunner:
             return False
         folder = self.ckpt / latest.read_text().strip()
         state = json.loads((folder / "state.json").read_text())
-        raw = (folder / "tensors.safetensors").read_bytes()
-        if hashlib.sha256(raw).hexdigest() != state["sha256"] or state["method"] != self.ctx.method.name:
+        if file_sha256(folder / "tensors.safetensors") != state["sha256"] or state["method"] != self.ctx.method.name:
             raise CheckpointError(f"stream checkpoint {folder} is corrupt or belongs to another method")
         if state.get("settings") != self.settings:
             raise CheckpointError(f"stream checkpoint {folder} was written with other data, model or training "
