@@ -136,3 +136,14 @@ def test_resume_refuses_a_checkpoint_of_other_settings(cache: Path) -> None:
     assert r["protocol"]["segments"] == 5
     with pytest.raises(Exception, match="other data, model or training settings"):
         run(tiny_config(cache, "fnw", train={"max_segments": 5, "checkpoint_dir": ck, "lr": 0.01}), cache / "data")
+
+
+def test_resume_refuses_a_corrupt_stream_checkpoint(cache: Path) -> None:
+    ck = cache / "ck-corrupt"
+    run(tiny_config(cache, "vanilla", train={"max_segments": 3, "checkpoint_dir": str(ck)}), cache / "data")
+    tensors = ck / (ck / "LATEST").read_text().strip() / "tensors.safetensors"
+    raw = bytearray(tensors.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF  # one flipped byte in the middle of the tensor data
+    tensors.write_bytes(bytes(raw))
+    with pytest.raises(Exception, match="corrupt"):
+        run(tiny_config(cache, "vanilla", train={"max_segments": 5, "checkpoint_dir": str(ck)}), cache / "data")
