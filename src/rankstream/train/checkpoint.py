@@ -38,12 +38,20 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
-    with tmp.open("rb") as f:
+def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
+    """Write ``tensors`` to ``path`` as safetensors, fsync it, and return its SHA-256."""
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with path.open("rb") as f:
         os.fsync(f.fileno())
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
+    """:func:`write_tensors` under a temporary name, then renamed into place; returns the SHA-256."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    digest = write_tensors(tensors, tmp)
     os.replace(tmp, path)
+    return digest
 
 
 def optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -86,8 +94,7 @@ def save_checkpoint(
         state["optimizer"] = meta
     hashes = {}
     for name, tensors_ in files.items():
-        _atomic_save_tensors({k: v.detach().cpu() for k, v in tensors_.items()}, folder / name)
-        hashes[name] = file_sha256(folder / name)
+        hashes[name] = _atomic_save_tensors(tensors_, folder / name)
     state["files"] = hashes
     _atomic_write_bytes(folder / "state.json", json.dumps(state, indent=1, default=str).encode())
 

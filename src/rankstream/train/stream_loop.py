@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from rankstream.data.stream.join import JoinState
 from rankstream.data.stream.prepare import PreparedStream
@@ -36,6 +36,7 @@ from rankstream.train.checkpoint import (
     file_sha256,
     load_optimizer,
     optimizer_tensors,
+    write_tensors,
 )
 from rankstream.train.loop import step_seed
 from rankstream.train.stream_methods import Batch, Context, loss, predict
@@ -93,24 +94,24 @@ class StreamRunner:
         self.settings = settings_digest(prep.digest, data_cfg, train_cfg, model)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def _tensors(self) -> dict[str, torch.Tensor]:
+    def _tensors(self) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+        """Every tensor to checkpoint, and the optimizers' JSON-able rest."""
         out = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        metas = []
         for i, o in enumerate(self.opts):
             tensors, meta = optimizer_tensors(o)
             out.update({f"opt{i}.{k}": v for k, v in tensors.items()})
+            metas.append(meta)
         out.update({f"join.{k}": torch.from_numpy(np.ascontiguousarray(v)) for k, v in self.state.arrays().items()})
-        return out
+        return out, metas
 
     def save(self) -> None:
         name = f"seg-{self.progress.segment:06d}"
         tmp = self.ckpt / f".{name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.detach().contiguous() for k, v in self._tensors().items()}, str(tmp / "tensors.safetensors"))
-        with (tmp / "tensors.safetensors").open("rb") as f:
-            os.fsync(f.fileno())
-        digest = file_sha256(tmp / "tensors.safetensors")
-        metas = [optimizer_tensors(o)[1] for o in self.opts]
+        tensors, metas = self._tensors()
+        digest = write_tensors(tensors, tmp / "tensors.safetensors")
         state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name,
                  "settings": self.settings}
         (tmp / "state.json").write_text(json.dumps(state, default=float))
