@@ -31,7 +31,7 @@ def tiny_config(folder: Path, method: str, *, gmv: bool = False, **sections: dic
                 "segment_s": 864}
     cfg = {"name": method, "dataset": "tiny", "model": {**model, **sections.get("model", {})},
            "data": {**data, **sections.get("data", {})},
-           "train": {"method": method, "batch_size": 256, "num_threads": 1, "pretrain_epochs": 1,
+           "train": {"method": method, "batch_size": 256, "pretrain_batch_size": 256, "num_threads": 1, "pretrain_epochs": 1,
                      "checkpoint_dir": str(folder / f"ckpt-{method}"), "reference_dir": str(folder / "refs"),
                      "progress": False, **sections.get("train", {})},
            "eval": sections.get("eval", {})}

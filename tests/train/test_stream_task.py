@@ -147,3 +147,18 @@ def test_resume_refuses_a_corrupt_stream_checkpoint(cache: Path) -> None:
     tensors.write_bytes(bytes(raw))
     with pytest.raises(Exception, match="corrupt"):
         run(tiny_config(cache, "vanilla", train={"max_segments": 5, "checkpoint_dir": str(ck)}), cache / "data")
+
+
+def test_pretraining_has_its_own_batch_size(cache: Path) -> None:
+    """train.batch_size is the streaming step; the pre-trained model depends on
+    train.pretrain_batch_size only (a new one is trained when it changes, reused otherwise)."""
+    def models() -> list[str]:
+        return sorted(p.name for p in (cache / "refs" / "pretrained").iterdir())
+
+    for i, train in enumerate(({"batch_size": 64}, {"batch_size": 512}, {"pretrain_batch_size": 64})):
+        run(tiny_config(cache, "pretrained", train={"max_segments": 2, "checkpoint_dir": str(cache / f"ck-b{i}"), **train}),
+            cache / "data")
+        if i == 0:
+            first = models()
+            assert len(first) == 1
+    assert len(models()) == 2 and first[0] in models()

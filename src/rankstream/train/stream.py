@@ -44,6 +44,7 @@ class StreamTrainConfig:
     # pretrained_gmv | oracle_gmv | online_single | reader (TRACE)
     method: str = "tesla"
     batch_size: int = 2048  # (int) samples per step within a segment (the papers: 5000)
+    pretrain_batch_size: int = 2048  # (int) samples per step of the pre-training epochs
     lr: float = 1e-3  # (float) streaming learning rate (AdamW dense, lazy Adam on sparse embeddings)
     weight_decay: float = 0.0  # (float) AdamW weight decay (dense parameters)
     pretrain_epochs: int = 1  # (int) epochs over the pre-training period
@@ -122,7 +123,7 @@ def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Co
 
 def _reference_key(cfg: ExperimentConfig, prep: PreparedStream) -> str:
     payload: dict[str, Any] = {"digest": prep.digest, "data": asdict(cfg.data), "train": {k: v for k, v in asdict(cfg.train).items()
-               if k in ("batch_size", "lr", "pretrain_epochs", "pretrain_lr", "seed", "max_segments", "batchnorm")},
+               if k in ("batch_size", "lr", "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "seed", "max_segments", "batchnorm")},
                "model": {k: v for k, v in asdict(cfg.model).items() if k != "shared_embeddings"}}
     for k in ("source", "redis_url", "redis_key"):
         payload["data"].pop(k)

@@ -157,7 +157,7 @@ def pretrained(name: str, model_name: str, model_cfg: Any, prep: PreparedStream,
     """The pre-trained (frozen, eval-mode) model ``name`` ("base" = ``model_name`` itself)."""
     payload = {"name": name, "model": model_name, "cfg": asdict(model_cfg), "digest": prep.digest,
                "windows": asdict(prep.windows), "range": [data_cfg.pretrain_start_day, data_cfg.pretrain_end_day],
-               "train": [train_cfg.pretrain_epochs, train_cfg.pretrain_lr, train_cfg.batch_size, train_cfg.seed]}
+               "train": [train_cfg.pretrain_epochs, train_cfg.pretrain_lr, train_cfg.pretrain_batch_size, train_cfg.seed]}
     if prep.gmv:  # GMV heads start at the median GMV (a new cache key for the models made before)
         payload["init"] = "median-gmv-head"
     key = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -174,7 +174,7 @@ def pretrained(name: str, model_name: str, model_cfg: Any, prep: PreparedStream,
             init_scale(float(np.median(prep.truth.gmv[rows])) if len(rows) else 1.0)
         rows, loss_of = (_gmv_losses if prep.gmv else _cascade_losses)(name, model, prep, rows)
         console.print(f"pre-training {name} ({model_name}) on {len(rows):,} rows, {train_cfg.pretrain_epochs} epoch(s)")
-        _fit(model, len(rows), loss_of, train_cfg.pretrain_epochs, train_cfg.batch_size, train_cfg.pretrain_lr, train_cfg.seed)
+        _fit(model, len(rows), loss_of, train_cfg.pretrain_epochs, train_cfg.pretrain_batch_size, train_cfg.pretrain_lr, train_cfg.seed)
         save_checkpoint(ckpt, model, {"model_hash": key, "model_name": model_name, "helper": name, **payload})
     model.eval()
     for p in model.parameters():
