@@ -93,11 +93,12 @@ def _check(cfg: ExperimentConfig) -> None:
                           f"not model.name={cfg.model_name}")
     if (m.name == "tesla") != (cfg.model_name == "tesla") or (m.name == "reader") != (cfg.model_name == "reader"):
         raise ConfigError(f"model.name={cfg.model_name} and train.method={m.name} do not go together")
-    lowest = {"bpr_weight_refund": 0, "bpr_negatives_cvr": 1, "bpr_negatives_refund": 1}
-    bad = [f"train.{k}={getattr(cfg.train, k)} (must be >= {low})" for k, low in lowest.items()
-           if getattr(cfg.train, k) < low]
-    if bad:
-        raise ConfigError(f"TESLA's ranking loss: {', '.join(bad)}")
+    for what, lowest in (("training steps (BatchNorm needs two rows)", {"batch_size": 2, "pretrain_batch_size": 2}),
+                         ("TESLA's ranking loss", {"bpr_weight_refund": 0, "bpr_negatives_cvr": 1, "bpr_negatives_refund": 1})):
+        bad = [f"train.{k}={getattr(cfg.train, k)} (must be >= {low})" for k, low in lowest.items()
+               if getattr(cfg.train, k) < low]
+        if bad:
+            raise ConfigError(f"{what}: {', '.join(bad)}")
 
 
 def _stream(cfg: ExperimentConfig, prep: PreparedStream, ckpt: Path, console: Console,
