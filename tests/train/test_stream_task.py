@@ -62,7 +62,7 @@ def test_method_and_model_must_match(cache: Path) -> None:
 
 @pytest.mark.parametrize("key, value", [("bpr_weight_refund", -0.1), ("bpr_negatives_cvr", 0), ("bpr_negatives_refund", 0),
                                         ("batch_size", 1), ("pretrain_batch_size", 0)])
-def test_ranking_loss_settings_are_checked(cache: Path, key: str, value: float) -> None:
+def test_train_settings_are_checked(cache: Path, key: str, value: float) -> None:
     with pytest.raises(ConfigError, match=f"train.{key}={value} \\(must be"):
         run(tiny_config(cache, "tesla", train={key: value}), cache / "data")
 
