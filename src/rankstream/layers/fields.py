@@ -12,14 +12,22 @@ is a buffer (saved with the weights), so a model scores item ids.
 field's table in ONE ``nn.Embedding`` (rows of field f start at ``offsets[f]``), so a batch of
 (B, F) ids is a single gather and, with ``sparse=True``, a single sparse gradient (only the
 touched rows are updated; see ``train/stream.py``'s optimizer).
+
+``field_linear`` is the first layer of a tower over such tables, ``Linear(cat(emb(ids)))``,
+computed per *distinct* row instead of per sample: a batch of 5,000 CASCADE clicks holds
+110,000 ids but only ~12,000 distinct rows, so projecting each distinct row through its field's
+(dim x hidden) block of the weight, then summing a sample's 22 projected rows, costs ~9x fewer
+multiply-adds than the (B, 704) x (704, 256) product, forward and backward. The same function
+(equal to the dense path in float64; float32 rounds differently), the same parameters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
@@ -124,6 +132,7 @@ class HashedFieldEmbedding(nn.Module):
         starts = torch.zeros(len(sizes), dtype=torch.long)
         starts[1:] = torch.cumsum(torch.tensor(list(sizes[:-1]), dtype=torch.long), 0)
         self.register_buffer("offsets", starts, persistent=False)
+        self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
         self.table = nn.Embedding(int(sum(sizes)), dim, sparse=sparse)  # N(0, 1) init, as nn.Embedding
         self.num_fields, self.dim = len(sizes), dim
 
@@ -135,3 +144,90 @@ class HashedFieldEmbedding(nn.Module):
         offsets: torch.Tensor = self.offsets  # type: ignore[assignment]
         rows = ids + offsets  # (B, F)
         return self.table(rows).flatten(1)  # (B, F * dim)
+
+
+class _FieldLinear(torch.autograd.Function):
+    """``cat([t[rows] for t in tables], 1).flatten(1) @ weight.T + bias`` per distinct row (see ``field_linear``)."""
+
+    @staticmethod
+    @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
+    def forward(ctx: Any, rows: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                *tables: torch.Tensor) -> torch.Tensor:
+        nf, dim, hidden, nt = rows.shape[1], tables[0].shape[1], weight.shape[0], len(tables)
+        # sorted distinct rows: the fields' rows are contiguous ranges of the table, so each field
+        # is one slice [bounds[f], bounds[f + 1]) of them
+        uniq, inv = torch.unique(rows, sorted=True, return_inverse=True)
+        bounds = [*torch.searchsorted(uniq, offsets).tolist(), uniq.numel()]
+        emb = torch.cat([t.index_select(0, uniq) for t in tables], 1)  # (U, T * dim)
+        # field f's block of the weight: its dim columns in every table's slice -> (F, H, T * dim)
+        blocks = weight.reshape(hidden, nt, nf, dim).permute(2, 0, 1, 3).reshape(nf, hidden, nt * dim)
+        proj = emb.new_empty((uniq.numel(), hidden))
+        for f in range(nf):  # 22 small products (a loop over fields, not over rows)
+            if bounds[f + 1] > bounds[f]:
+                torch.mm(emb[bounds[f]:bounds[f + 1]], blocks[f].t(), out=proj[bounds[f]:bounds[f + 1]])
+        ctx.save_for_backward(emb, blocks, uniq, inv)
+        ctx.bounds, ctx.shapes = bounds, [t.shape for t in tables]
+        return F.embedding_bag(inv, proj, mode="sum") + bias  # each sample: the sum of its F projected rows
+
+    @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        emb, blocks, uniq, inv = ctx.saved_tensors
+        bounds, shapes = ctx.bounds, ctx.shapes
+        nf, hidden, width = blocks.shape
+        nt = len(shapes)
+        dim = width // nt
+        need_w, need_t = ctx.needs_input_grad[2], any(ctx.needs_input_grad[4:])
+        d_proj = grad.new_zeros((uniq.numel(), hidden))
+        for f in range(nf):  # field f's ids are distinct rows of their own slice: one scatter-add each
+            d_proj.index_add_(0, inv[:, f], grad)
+        d_emb = torch.empty_like(emb) if need_t else None
+        d_blocks = torch.zeros_like(blocks) if need_w else None
+        for f in range(nf):
+            a, b = bounds[f], bounds[f + 1]
+            if b > a:
+                if d_emb is not None:
+                    torch.mm(d_proj[a:b], blocks[f], out=d_emb[a:b])
+                if d_blocks is not None:
+                    torch.mm(d_proj[a:b].t(), emb[a:b], out=d_blocks[f])
+        d_weight = None
+        if d_blocks is not None:
+            d_weight = d_blocks.reshape(nf, hidden, nt, dim).permute(1, 2, 0, 3).reshape(hidden, nt * nf * dim)
+        d_tables: list[torch.Tensor | None] = []
+        for i, shape in enumerate(shapes):
+            if d_emb is None or not ctx.needs_input_grad[4 + i]:
+                d_tables.append(None)
+                continue
+            # one row per distinct id, sorted: a coalesced sparse gradient (lazy Adam skips its merge)
+            d_tables.append(torch.sparse_coo_tensor(uniq.unsqueeze(0), d_emb[:, i * dim:(i + 1) * dim], shape,
+                                                    is_coalesced=True, check_invariants=False))
+        d_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
+        return (None, None, d_weight, d_bias, *d_tables)
+
+
+def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear: nn.Linear) -> torch.Tensor:
+    """``linear(cat([e(ids) for e in embs], 1))`` computed per distinct embedding row.
+
+    Every table of ``embs`` must have the same fields (the TESLA towers read a private and a
+    shared table). Falls back to the dense path for dense-gradient tables (``sparse=False``), so
+    the gradients keep the layout their optimizer expects.
+    Example:
+        >>> emb = HashedFieldEmbedding([8, 100], dim=4)
+        >>> lin = nn.Linear(8, 3)
+        >>> ids = torch.tensor([[1, 99], [1, 5]])
+        >>> torch.allclose(field_linear(ids, [emb], lin), lin(emb(ids)), atol=1e-6)
+        True
+    """
+    first = embs[0]
+    if any(e.num_fields != first.num_fields or e.dim != first.dim for e in embs):
+        raise ValueError("field_linear needs tables with the same fields and dim")
+    if not all(e.table.sparse for e in embs) or ids.shape[0] == 0:
+        return linear(torch.cat([e(ids) for e in embs], 1))
+    offsets: torch.Tensor = first.offsets  # type: ignore[assignment]
+    sizes: torch.Tensor = first.sizes  # type: ignore[assignment]
+    if ids.dim() != 2 or ids.shape[1] != first.num_fields or bool((ids < 0).any()) or bool((ids >= sizes).any()):
+        # the per-field blocks need every id inside its own field's range
+        raise ValueError(f"field_linear needs (B, {first.num_fields}) ids with field f in [0, sizes[f])")
+    bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
+    out: torch.Tensor = _FieldLinear.apply(ids + offsets, offsets, linear.weight, bias, *(e.table.weight for e in embs))
+    return out

@@ -87,6 +87,20 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
+    @property
+    def first(self) -> nn.Linear:
+        """The first layer (a caller may compute it itself, e.g. ``layers.fields.field_linear``)."""
+        layer = self.net[0]
+        assert isinstance(layer, nn.Linear)
+        return layer
+
+    def after_first(self, h: torch.Tensor) -> torch.Tensor:
+        """Every layer after :attr:`first`, applied to its output ``h``."""
+        for i, layer in enumerate(self.net):
+            if i:
+                h = layer(h)
+        return h
+
 
 def mlp_tower(in_dim: int, hidden: Sequence[int] = (256, 256, 128), out_dim: int = 1) -> MLP:
     """The delayed-feedback tower: [Linear, BatchNorm1d, LeakyReLU] per hidden size, linear head."""

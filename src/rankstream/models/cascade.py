@@ -6,7 +6,9 @@ refnw.py`` for the baselines, ``ali_pretrain_esdfmRF_PLE.py`` for TESLA): 22 has
 NetCVR = sigmoid(cvr) * (1 - sigmoid(refund)). With ``shared_embeddings`` (TESLA) each tower
 reads its private embeddings concatenated with a shared table (the repo's PLE-style variant).
 Differences: one table per embedding set with sparse gradients (lazy Adam on rows, see
-train/stream_loop.py) instead of 22 dense tables updated by AdamW.
+train/stream_loop.py) instead of 22 dense tables updated by AdamW; each tower's first layer
+over the embeddings is computed per distinct row (``layers.fields.field_linear``: the same
+function and parameters, ~9x fewer multiply-adds in that layer on a 5,000-click step).
 
 :class:`AuxNet` is the auxiliary model of ES-DFM / DEFER / DEFUSE / TESLA: one tower with several
 logits (in-window conversion, delayed positive, real negative), pre-trained and then frozen.
@@ -19,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rankstream.layers.fields import HashedFieldEmbedding
-from rankstream.layers.mlp import mlp_tower
+from rankstream.layers.fields import HashedFieldEmbedding, field_linear
+from rankstream.layers.mlp import MLP, mlp_tower
 from rankstream.registry import register_model
 
 
@@ -45,23 +47,18 @@ class CascadeNet(nn.Module):
         self.cvr_tower = mlp_tower(width, cfg.hidden)
         self.refund_tower = mlp_tower(width, cfg.hidden)
 
-    def _input(self, emb: HashedFieldEmbedding, ids: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
-        x = emb(ids)
-        return x if shared is None else torch.cat([x, shared], dim=1)
+    def _tower(self, tower: MLP, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
+        embs = [emb] if self.shared_emb is None else [emb, self.shared_emb]  # TESLA: [private ; shared]
+        return tower.after_first(field_linear(ids, embs, tower.first)).squeeze(1)
 
-    def cvr_logits(self, ids: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
-        if self.shared_emb is not None and shared is None:
-            shared = self.shared_emb(ids)
-        return self.cvr_tower(self._input(self.cvr_emb, ids, shared)).squeeze(1)
+    def cvr_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._tower(self.cvr_tower, self.cvr_emb, ids)
 
-    def refund_logits(self, ids: torch.Tensor, shared: torch.Tensor | None = None) -> torch.Tensor:
-        if self.shared_emb is not None and shared is None:
-            shared = self.shared_emb(ids)
-        return self.refund_tower(self._input(self.refund_emb, ids, shared)).squeeze(1)
+    def refund_logits(self, ids: torch.Tensor) -> torch.Tensor:
+        return self._tower(self.refund_tower, self.refund_emb, ids)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shared = self.shared_emb(ids) if self.shared_emb is not None else None
-        return self.cvr_logits(ids, shared), self.refund_logits(ids, shared)
+        return self.cvr_logits(ids), self.refund_logits(ids)
 
 
 class AuxNet(nn.Module):
@@ -73,7 +70,7 @@ class AuxNet(nn.Module):
         self.tower = mlp_tower(self.emb.out_dim, cfg.hidden, out_dim=heads)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.tower(self.emb(ids))  # (B, heads)
+        return self.tower.after_first(field_linear(ids, [self.emb], self.tower.first))  # (B, heads)
 
 
 @register_model("cascade_cvr", CascadeConfig, task="stream")
