@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from rankstream.layers.fields import HashedFieldEmbedding, field_linear
+from rankstream.models import cascade
 from rankstream.models.cascade import CascadeConfig, CascadeNet
 from rankstream.train.optim import LazyAdam
 
@@ -38,7 +39,7 @@ def test_equals_the_dense_product_forward_and_backward(tables: int) -> None:
     dense = lin(torch.cat([e(ids) for e in embs], 1))
     dense.backward(g)
     want = _grads(embs, lin)
-    fused = field_linear(ids, embs, lin)
+    fused = field_linear(ids, embs, lin, min_rows=1)
     fused.backward(g)
     got = _grads(embs, lin)
     torch.testing.assert_close(fused, dense, rtol=0, atol=1e-12)
@@ -50,7 +51,7 @@ def test_table_gradient_has_one_sorted_row_per_distinct_id() -> None:
     emb = HashedFieldEmbedding(SIZES, 4)
     lin = nn.Linear(len(SIZES) * 4, 3)
     ids = _ids(64)
-    field_linear(ids, [emb], lin).sum().backward()
+    field_linear(ids, [emb], lin, min_rows=1).sum().backward()
     rows = emb.table.weight.grad._indices()[0]
     want = torch.unique(ids + emb.offsets)
     assert torch.equal(rows, want)  # strictly increasing: lazy Adam takes it as coalesced
@@ -60,7 +61,7 @@ def test_frozen_tables_get_no_gradient_and_dense_tables_fall_back() -> None:
     emb = HashedFieldEmbedding(SIZES, 4)
     emb.requires_grad_(False)
     lin = nn.Linear(len(SIZES) * 4, 3)
-    field_linear(_ids(10), [emb], lin).sum().backward()
+    field_linear(_ids(10), [emb], lin, min_rows=1).sum().backward()
     assert emb.table.weight.grad is None and lin.weight.grad is not None
     dense = HashedFieldEmbedding(SIZES, 4, sparse=False)
     field_linear(_ids(10), [dense], lin).sum().backward()
@@ -72,18 +73,31 @@ def test_bad_ids_are_refused_and_edge_batches_work() -> None:
     lin = nn.Linear(len(SIZES) * 4, 3)
     bad = _ids(5)
     bad[2, 1] = SIZES[1]  # one past field 1's rows: would land in field 2's block
-    with pytest.raises(ValueError, match="sizes"):
-        field_linear(bad, [emb], lin)
-    with pytest.raises(ValueError, match="sizes"):
-        field_linear(_ids(5) - 1, [emb], lin)
-    assert field_linear(_ids(0), [emb], lin).shape == (0, 3)
+    with pytest.raises(ValueError, match=r"out of range: \[1\]"):
+        field_linear(bad, [emb], lin, min_rows=1)
+    with pytest.raises(ValueError, match="out of range"):
+        field_linear(_ids(5) - 1, [emb], lin, min_rows=1)
+    with pytest.raises(ValueError, match="ids, got"):
+        field_linear(_ids(5)[:, :3], [emb], lin, min_rows=1)
+    assert field_linear(_ids(0), [emb], lin, min_rows=1).shape == (0, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):  # runs in float32 inside autocast
-        assert field_linear(_ids(5), [emb], lin).dtype == torch.float32
+        assert field_linear(_ids(5), [emb], lin, min_rows=1).dtype == torch.float32
+
+
+def test_small_batches_take_the_dense_product() -> None:
+    emb = HashedFieldEmbedding(SIZES, 4)
+    lin = nn.Linear(len(SIZES) * 4, 3)
+    field_linear(_ids(10), [emb], lin, min_rows=11).sum().backward()
+    assert emb.table.weight.grad._nnz() == 10 * len(SIZES)  # one row per id: nn.Embedding's gradient
+    emb.table.weight.grad = None
+    field_linear(_ids(10), [emb], lin, min_rows=10).sum().backward()
+    assert emb.table.weight.grad._nnz() == torch.unique(_ids(10) + emb.offsets).numel()
 
 
 @pytest.mark.parametrize("shared", [False, True])
-def test_cascade_towers_train_as_with_the_dense_first_layer(shared: bool) -> None:
+def test_cascade_towers_train_as_with_the_dense_first_layer(shared: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A few lazy-Adam steps of the CASCADE towers, fused vs a dense first layer, in float64."""
+    monkeypatch.setattr(cascade, "FUSED_MIN_ROWS", 1)  # the fused path even for these small batches
     def dense_logits(net: CascadeNet, tower: nn.Module, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
         x = emb(ids) if net.shared_emb is None else torch.cat([emb(ids), net.shared_emb(ids)], 1)
         return tower(x).squeeze(1)
