@@ -179,13 +179,12 @@ class _FieldLinear(torch.autograd.Function):
         dim = width // nt
         need_w, need_t = ctx.needs_input_grad[2], any(ctx.needs_input_grad[4:])
         d_proj = grad.new_zeros((uniq.numel(), hidden))
-        for f in range(nf):  # field f's ids are distinct rows of their own slice: one scatter-add each
-            d_proj.index_add_(0, inv[:, f], grad)
         d_emb = torch.empty_like(emb) if need_t else None
         d_blocks = torch.zeros_like(blocks) if need_w else None
         for f in range(nf):
             a, b = bounds[f], bounds[f + 1]
-            if b > a:
+            if b > a:  # field f's ids index only its own slice [a, b) of the distinct rows
+                d_proj.index_add_(0, inv[:, f], grad)
                 if d_emb is not None:
                     torch.mm(d_proj[a:b], blocks[f], out=d_emb[a:b])
                 if d_blocks is not None:
@@ -231,9 +230,10 @@ def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear
     if ids.dim() != 2 or ids.shape[1] != first.num_fields:
         raise ValueError(f"field_linear needs (B, {first.num_fields}) ids, got {tuple(ids.shape)}")
     lo, hi = torch.aminmax(ids, dim=0)
-    if bool(((lo < 0) | (hi >= sizes)).any()):  # the per-field blocks need each id in its own field's rows
+    outside = (lo < 0) | (hi >= sizes)  # the per-field blocks need each id in its own field's rows
+    if bool(outside.any()):
         raise ValueError(f"field_linear needs field f's ids in [0, sizes[f]); fields out of range: "
-                         f"{((lo < 0) | (hi >= sizes)).nonzero().flatten().tolist()}")
+                         f"{outside.nonzero().flatten().tolist()}")
     bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
     out: torch.Tensor = _FieldLinear.apply(ids + offsets, offsets, linear.weight, bias, *(e.table.weight for e in embs))
     return out
