@@ -153,10 +153,16 @@ class _FieldLinear(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cpu", cast_inputs=torch.float32)
     def forward(ctx: Any, rows: torch.Tensor, offsets: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
                 *tables: torch.Tensor) -> torch.Tensor:
-        nf, dim, hidden, nt = rows.shape[1], tables[0].shape[1], weight.shape[0], len(tables)
-        # sorted distinct rows: the fields' rows are contiguous ranges of the table, so each field
-        # is one slice [bounds[f], bounds[f + 1]) of them
-        uniq, inv = torch.unique(rows, sorted=True, return_inverse=True)
+        nb, nf = rows.shape
+        dim, hidden, nt = tables[0].shape[1], weight.shape[0], len(tables)
+        # one stable sort of the B * F ids gives the sorted distinct rows, each id's row among them
+        # (the inverse) and, for the backward, each distinct row's run of (sample, field) slots
+        ordered, order = torch.sort(rows.flatten(), stable=True)
+        uniq, run_of, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
+        inv = torch.empty_like(order).scatter_(0, order, run_of)
+        inv = inv.view(nb, nf)
+        # the fields' rows are contiguous ranges of the table, so each field is one slice
+        # [bounds[f], bounds[f + 1]) of the distinct rows
         bounds = [*torch.searchsorted(uniq, offsets).tolist(), uniq.numel()]
         emb = torch.cat([t.index_select(0, uniq) for t in tables], 1)  # (U, T * dim)
         # field f's block of the weight: its dim columns in every table's slice -> (F, H, T * dim)
@@ -165,26 +171,32 @@ class _FieldLinear(torch.autograd.Function):
         for f in range(nf):  # 22 small products (a loop over fields, not over rows)
             if bounds[f + 1] > bounds[f]:
                 torch.mm(emb[bounds[f]:bounds[f + 1]], blocks[f].t(), out=proj[bounds[f]:bounds[f + 1]])
-        ctx.save_for_backward(emb, blocks, uniq, inv)
+        # backward: distinct row u's gradient is the sum of the output gradients of the samples in
+        # its run order[runs[u]:runs[u + 1]]: one embedding_bag over the sorted slots
+        ctx.save_for_backward(emb, blocks, uniq, order, counts)
         ctx.bounds, ctx.shapes = bounds, [t.shape for t in tables]
-        return F.embedding_bag(inv, proj, mode="sum") + bias  # each sample: the sum of its F projected rows
+        proj[:bounds[1]] += bias  # every sample has one field-0 row: the bias is counted once, with no (B, H) pass
+        return F.embedding_bag(inv, proj, mode="sum")  # each sample: the sum of its F projected rows
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        emb, blocks, uniq, inv = ctx.saved_tensors
+        emb, blocks, uniq, order, counts = ctx.saved_tensors
         bounds, shapes = ctx.bounds, ctx.shapes
         nf, hidden, width = blocks.shape
         nt = len(shapes)
         dim = width // nt
         need_w, need_t = ctx.needs_input_grad[2], any(ctx.needs_input_grad[4:])
-        d_proj = grad.new_zeros((uniq.numel(), hidden))
+        # (U, H): each distinct row's summed output gradient, a segment sum over its slots (~4x
+        # faster than one index_add per field: it reads the gradient once, in parallel)
+        samples = torch.div(order, nf, rounding_mode="floor")  # the sample of each sorted slot
+        runs = torch.cumsum(counts, 0) - counts  # where each distinct row's run starts
+        d_proj = F.embedding_bag(samples, grad.contiguous(), runs, mode="sum")
         d_emb = torch.empty_like(emb) if need_t else None
         d_blocks = torch.zeros_like(blocks) if need_w else None
         for f in range(nf):
             a, b = bounds[f], bounds[f + 1]
-            if b > a:  # field f's ids index only its own slice [a, b) of the distinct rows
-                d_proj.index_add_(0, inv[:, f], grad)
+            if b > a:
                 if d_emb is not None:
                     torch.mm(d_proj[a:b], blocks[f], out=d_emb[a:b])
                 if d_blocks is not None:
@@ -200,7 +212,7 @@ class _FieldLinear(torch.autograd.Function):
             # one row per distinct id, sorted: a coalesced sparse gradient (lazy Adam skips its merge)
             d_tables.append(torch.sparse_coo_tensor(uniq.unsqueeze(0), d_emb[:, i * dim:(i + 1) * dim], shape,
                                                     is_coalesced=True, check_invariants=False))
-        d_bias = grad.sum(0) if ctx.needs_input_grad[3] else None
+        d_bias = d_proj[:bounds[1]].sum(0) if ctx.needs_input_grad[3] else None  # = grad.sum(0): one field-0 row a sample
         return (None, None, d_weight, d_bias, *d_tables)
 
 
