@@ -6,7 +6,9 @@ single-purchase and one for repurchase clicks, outputs |.| (non-negative GMV); t
 (repurchase classifier) and the calibrator (an MLP whose last layer also sees the elapsed time
 and the purchase count, softplus output) are pre-trained and frozen during streaming.
 Online-Single is one MLP (1024-512-256-128-64) regressing GMV. Differences: BatchNorm +
-LeakyReLU blocks instead of the repo's Dice activations.
+LeakyReLU blocks instead of the repo's Dice activations; every first layer over the 22
+embeddings is computed per distinct embedding row (``layers.fields.field_linear``, as the
+CASCADE towers: the same function and parameters, fewer multiply-adds).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rankstream.layers.fields import HashedFieldEmbedding
-from rankstream.layers.mlp import mlp_tower
+from rankstream.layers.fields import HashedFieldEmbedding, field_linear
+from rankstream.layers.mlp import MLP, mlp_tower
 from rankstream.registry import register_model
+
+FUSED_MIN_ROWS = 600  # as models/cascade.py: smaller batches keep the dense first layer
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class SingleGMV(nn.Module):
         self.mlp = mlp_tower(self.emb.out_dim, (*cfg.bottom, *cfg.tower))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.emb(ids)).squeeze(1).abs()
+        return _over_fields(self.mlp, self.emb, ids).squeeze(1).abs()
 
     def init_output_scale(self, gmv: float) -> None:
         """Start the regressor at a typical GMV (see :func:`set_head_bias`)."""
@@ -59,13 +63,19 @@ class DualExpertGMV(nn.Module):
         self.multi = mlp_tower(cfg.bottom[-1], cfg.tower)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.leaky_relu(self.bottom(self.emb(ids)))
+        h = F.leaky_relu(_over_fields(self.bottom, self.emb, ids))
         return self.single(h).squeeze(1).abs(), self.multi(h).squeeze(1).abs()
 
     def init_output_scale(self, gmv: float) -> None:
         """Start both experts at a typical GMV (see :func:`set_head_bias`)."""
         set_head_bias(self.single, gmv)
         set_head_bias(self.multi, gmv)
+
+
+def _over_fields(mlp: MLP, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
+    """``mlp(emb(ids))`` with the first layer computed per distinct embedding row
+    (``layers.fields.field_linear``; the same function and parameters)."""
+    return mlp.after_first(field_linear(ids, [emb], mlp.first, FUSED_MIN_ROWS))
 
 
 def set_head_bias(mlp: nn.Module, value: float) -> None:
@@ -87,7 +97,7 @@ class Router(nn.Module):
         self.mlp = mlp_tower(self.emb.out_dim, cfg.router_hidden)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.emb(ids)).squeeze(1)
+        return _over_fields(self.mlp, self.emb, ids).squeeze(1)
 
 
 class Calibrator(nn.Module):
@@ -100,7 +110,7 @@ class Calibrator(nn.Module):
         self.head = nn.Linear(cfg.calibrator_hidden[-1] + 2, 1)
 
     def forward(self, ids: torch.Tensor, elapsed: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.mlp(self.emb(ids)))
+        h = F.leaky_relu(_over_fields(self.mlp, self.emb, ids))
         return F.softplus(self.head(torch.cat([h, elapsed[:, None], count[:, None]], dim=1))).squeeze(1)
 
 
