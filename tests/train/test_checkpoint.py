@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from rankstream.train import checkpoint
 from rankstream.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -93,6 +95,29 @@ def test_no_leftover_temp_files(tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "ck").iterdir())
     assert names == ["model.safetensors", "optim.safetensors", "state.json"]
     assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]
+
+
+def test_full_disk_is_a_clear_error_and_keeps_the_previous_checkpoint(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    model = make_model(0)
+    save_checkpoint(tmp_path / "ck", model, STATE)
+    want = {k: v.clone() for k, v in model.state_dict().items()}
+
+    def full_disk(tensors: dict[str, torch.Tensor], filename: str) -> None:
+        Path(filename).write_bytes(b"partial")  # what a write cut short leaves behind
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    with torch.no_grad():
+        model[1].weight.add_(1.0)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors.*GB free there.*No space left"):
+        save_checkpoint(tmp_path / "ck", model, STATE)
+    assert not [p for p in tmp_path.rglob("*") if "tmp" in p.name]  # the partial file is gone
+    monkeypatch.undo()
+    fresh = make_model(1)
+    load_checkpoint(tmp_path / "ck", fresh, STATE["model_hash"])
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(v, want[k])
 
 
 @pytest.mark.parametrize("name", ["model.safetensors", "optim.safetensors"])

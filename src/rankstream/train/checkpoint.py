@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 
@@ -39,11 +41,21 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def write_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:
-    """Write ``tensors`` to ``path`` as safetensors, fsync it, and return its SHA-256."""
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
-        return hashlib.file_digest(f, "sha256").hexdigest()
+    """Write ``tensors`` to ``path`` as safetensors, fsync it, and return its SHA-256.
+
+    A failed write (a full disk, most often: a stream checkpoint is GBs) removes the partial
+    file and raises :class:`CheckpointError` naming the file, its size and the free space."""
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except (OSError, SafetensorError) as e:
+        path.unlink(missing_ok=True)
+        size = sum(t.numel() * t.element_size() for t in tensors.values())
+        free = shutil.disk_usage(path.parent).free if path.parent.is_dir() else 0
+        raise CheckpointError(f"could not write checkpoint file {path} ({size / 1e9:.2f} GB, "
+                              f"{free / 1e9:.2f} GB free there): {e}") from e
 
 
 def _atomic_save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> str:

@@ -111,7 +111,11 @@ class StreamRunner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         tensors, metas = self._tensors()
-        digest = write_tensors(tensors, tmp / "tensors.safetensors")
+        try:
+            digest = write_tensors(tensors, tmp / "tensors.safetensors")
+        except CheckpointError:
+            shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays LATEST
+            raise
         state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name,
                  "settings": self.settings}
         (tmp / "state.json").write_text(json.dumps(state, default=float))
