@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from rankstream.layers import fields
 from rankstream.layers.fields import HashedFieldEmbedding, field_linear
-from rankstream.models import cascade
 from rankstream.models.cascade import CascadeConfig, CascadeNet
 from rankstream.train.optim import LazyAdam
 
@@ -97,7 +97,7 @@ def test_small_batches_take_the_dense_product() -> None:
 @pytest.mark.parametrize("shared", [False, True])
 def test_cascade_towers_train_as_with_the_dense_first_layer(shared: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A few lazy-Adam steps of the CASCADE towers, fused vs a dense first layer, in float64."""
-    monkeypatch.setattr(cascade, "FUSED_MIN_ROWS", 1)  # the fused path even for these small batches
+    monkeypatch.setattr(fields, "FUSED_MIN_ROWS", 1)  # the fused path even for these small batches
     def dense_logits(net: CascadeNet, tower: nn.Module, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
         x = emb(ids) if net.shared_emb is None else torch.cat([emb(ids), net.shared_emb(ids)], 1)
         return tower(x).squeeze(1)

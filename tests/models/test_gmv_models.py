@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rankstream.models import reader
+from rankstream.layers import fields
 from rankstream.models.reader import Calibrator, DualExpertGMV, GMVConfig, Router, SingleGMV
 
 SIZES = (50, 30, 20)
@@ -35,7 +35,7 @@ def test_first_layers_per_distinct_row_equal_the_dense_models(monkeypatch: pytes
         m.eval()  # BatchNorm on running statistics: both paths see the same normalisation
         runs = []
         for min_rows in (10**9, 1):  # dense, then per distinct row
-            monkeypatch.setattr(reader, "FUSED_MIN_ROWS", min_rows)
+            monkeypatch.setattr(fields, "FUSED_MIN_ROWS", min_rows)
             m.zero_grad(set_to_none=True)
             out = m(ids, t, k) if isinstance(m, Calibrator) else m(ids)
             outs = out if isinstance(out, tuple) else (out,)

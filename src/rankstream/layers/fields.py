@@ -32,6 +32,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from rankstream.data.ranking import FeatureSizes
+    from rankstream.layers.mlp import MLP
 
 
 class FieldEmbedding(nn.Module):
@@ -132,7 +133,6 @@ class HashedFieldEmbedding(nn.Module):
         starts = torch.zeros(len(sizes), dtype=torch.long)
         starts[1:] = torch.cumsum(torch.tensor(list(sizes[:-1]), dtype=torch.long), 0)
         self.register_buffer("offsets", starts, persistent=False)
-        self.register_buffer("sizes", torch.tensor(list(sizes), dtype=torch.long), persistent=False)
         self.table = nn.Embedding(int(sum(sizes)), dim, sparse=sparse)  # N(0, 1) init, as nn.Embedding
         self.num_fields, self.dim = len(sizes), dim
 
@@ -144,6 +144,9 @@ class HashedFieldEmbedding(nn.Module):
         offsets: torch.Tensor = self.offsets  # type: ignore[assignment]
         rows = ids + offsets  # (B, F)
         return self.table(rows).flatten(1)  # (B, F * dim)
+
+
+FUSED_MIN_ROWS = 600  # batches from this size take the per-distinct-row path (see field_linear)
 
 
 class _FieldLinear(torch.autograd.Function):
@@ -159,18 +162,16 @@ class _FieldLinear(torch.autograd.Function):
         # (the inverse) and, for the backward, each distinct row's run of (sample, field) slots
         ordered, order = torch.sort(rows.flatten(), stable=True)
         uniq, run_of, counts = torch.unique_consecutive(ordered, return_inverse=True, return_counts=True)
-        inv = torch.empty_like(order).scatter_(0, order, run_of)
-        inv = inv.view(nb, nf)
+        inv = torch.empty_like(order).scatter_(0, order, run_of).view(nb, nf)
         # the fields' rows are contiguous ranges of the table, so each field is one slice
-        # [bounds[f], bounds[f + 1]) of the distinct rows
+        # [bounds[f], bounds[f + 1]) of the distinct rows, never empty (field_linear passes B >= 1)
         bounds = [*torch.searchsorted(uniq, offsets).tolist(), uniq.numel()]
         emb = torch.cat([t.index_select(0, uniq) for t in tables], 1)  # (U, T * dim)
         # field f's block of the weight: its dim columns in every table's slice -> (F, H, T * dim)
         blocks = weight.reshape(hidden, nt, nf, dim).permute(2, 0, 1, 3).reshape(nf, hidden, nt * dim)
         proj = emb.new_empty((uniq.numel(), hidden))
         for f in range(nf):  # 22 small products (a loop over fields, not over rows)
-            if bounds[f + 1] > bounds[f]:
-                torch.mm(emb[bounds[f]:bounds[f + 1]], blocks[f].t(), out=proj[bounds[f]:bounds[f + 1]])
+            torch.mm(emb[bounds[f]:bounds[f + 1]], blocks[f].t(), out=proj[bounds[f]:bounds[f + 1]])
         # backward: distinct row u's gradient is the sum of the output gradients of the samples in
         # its run order[runs[u]:runs[u + 1]]: one embedding_bag over the sorted slots
         ctx.save_for_backward(emb, blocks, uniq, order, counts)
@@ -193,14 +194,13 @@ class _FieldLinear(torch.autograd.Function):
         runs = torch.cumsum(counts, 0) - counts  # where each distinct row's run starts
         d_proj = F.embedding_bag(samples, grad.contiguous(), runs, mode="sum")
         d_emb = torch.empty_like(emb) if need_t else None
-        d_blocks = torch.zeros_like(blocks) if need_w else None
+        d_blocks = torch.empty_like(blocks) if need_w else None
         for f in range(nf):
             a, b = bounds[f], bounds[f + 1]
-            if b > a:
-                if d_emb is not None:
-                    torch.mm(d_proj[a:b], blocks[f], out=d_emb[a:b])
-                if d_blocks is not None:
-                    torch.mm(d_proj[a:b].t(), emb[a:b], out=d_blocks[f])
+            if d_emb is not None:
+                torch.mm(d_proj[a:b], blocks[f], out=d_emb[a:b])
+            if d_blocks is not None:
+                torch.mm(d_proj[a:b].t(), emb[a:b], out=d_blocks[f])
         d_weight = None
         if d_blocks is not None:
             d_weight = d_blocks.reshape(nf, hidden, nt, dim).permute(1, 2, 0, 3).reshape(hidden, nt * nf * dim)
@@ -217,7 +217,7 @@ class _FieldLinear(torch.autograd.Function):
 
 
 def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear: nn.Linear,
-                 min_rows: int = 600) -> torch.Tensor:
+                 min_rows: int | None = None) -> torch.Tensor:
     """``linear(cat([e(ids) for e in embs], 1))`` computed per distinct embedding row.
 
     Every table of ``embs`` must have the same fields (the TESLA towers read a private and a
@@ -225,6 +225,7 @@ def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear
     per-field products' fixed cost, ~2.5 ms on 2 cores, outweighs the saving there: measured
     crossover ~600 rows with CASCADE's 22 fields) and for dense-gradient tables
     (``sparse=False``), so the gradients keep the layout their optimizer expects.
+    ``min_rows`` defaults to :data:`FUSED_MIN_ROWS`.
     Example:
         >>> emb = HashedFieldEmbedding([8, 100], dim=4)
         >>> lin = nn.Linear(8, 3)
@@ -235,10 +236,11 @@ def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear
     first = embs[0]
     if any(e.num_fields != first.num_fields or e.dim != first.dim for e in embs):
         raise ValueError("field_linear needs tables with the same fields and dim")
+    min_rows = FUSED_MIN_ROWS if min_rows is None else min_rows
     if not all(e.table.sparse for e in embs) or ids.shape[0] < max(min_rows, 1):
         return linear(torch.cat([e(ids) for e in embs], 1))
     offsets: torch.Tensor = first.offsets  # type: ignore[assignment]
-    sizes: torch.Tensor = first.sizes  # type: ignore[assignment]
+    sizes = torch.diff(offsets, append=offsets.new_tensor([first.table.num_embeddings]))  # rows per field
     if ids.dim() != 2 or ids.shape[1] != first.num_fields:
         raise ValueError(f"field_linear needs (B, {first.num_fields}) ids, got {tuple(ids.shape)}")
     lo, hi = torch.aminmax(ids, dim=0)
@@ -249,3 +251,9 @@ def field_linear(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], linear
     bias = linear.bias if linear.bias is not None else linear.weight.new_zeros(linear.out_features)
     out: torch.Tensor = _FieldLinear.apply(ids + offsets, offsets, linear.weight, bias, *(e.table.weight for e in embs))
     return out
+
+
+def field_mlp(ids: torch.Tensor, embs: Sequence[HashedFieldEmbedding], mlp: MLP) -> torch.Tensor:
+    """``mlp(cat([e(ids) for e in embs], 1))`` with its first layer through :func:`field_linear`
+    (the CASCADE towers, the auxiliary models and the TRACE models)."""
+    return mlp.after_first(field_linear(ids, embs, mlp.first))

@@ -96,10 +96,8 @@ class MLP(nn.Module):
 
     def after_first(self, h: torch.Tensor) -> torch.Tensor:
         """Every layer after :attr:`first`, applied to its output ``h``."""
-        for i, layer in enumerate(self.net):
-            if i:
-                h = layer(h)
-        return h
+        out: torch.Tensor = self.net[1:](h)
+        return out
 
 
 def mlp_tower(in_dim: int, hidden: Sequence[int] = (256, 256, 128), out_dim: int = 1) -> MLP:

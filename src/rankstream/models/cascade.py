@@ -21,11 +21,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rankstream.layers.fields import HashedFieldEmbedding, field_linear
+from rankstream.layers.fields import HashedFieldEmbedding, field_mlp
 from rankstream.layers.mlp import MLP, mlp_tower
 from rankstream.registry import register_model
-
-FUSED_MIN_ROWS = 600  # batches from this size compute the first layer per distinct row (see field_linear)
 
 
 @dataclass(frozen=True)
@@ -51,7 +49,7 @@ class CascadeNet(nn.Module):
 
     def _tower(self, tower: MLP, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
         embs = [emb] if self.shared_emb is None else [emb, self.shared_emb]  # TESLA: [private ; shared]
-        return tower.after_first(field_linear(ids, embs, tower.first, FUSED_MIN_ROWS)).squeeze(1)
+        return field_mlp(ids, embs, tower).squeeze(1)
 
     def cvr_logits(self, ids: torch.Tensor) -> torch.Tensor:
         return self._tower(self.cvr_tower, self.cvr_emb, ids)
@@ -72,7 +70,7 @@ class AuxNet(nn.Module):
         self.tower = mlp_tower(self.emb.out_dim, cfg.hidden, out_dim=heads)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.tower.after_first(field_linear(ids, [self.emb], self.tower.first, FUSED_MIN_ROWS))  # (B, heads)
+        return field_mlp(ids, [self.emb], self.tower)  # (B, heads)
 
 
 @register_model("cascade_cvr", CascadeConfig, task="stream")

@@ -19,11 +19,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rankstream.layers.fields import HashedFieldEmbedding, field_linear
-from rankstream.layers.mlp import MLP, mlp_tower
+from rankstream.layers.fields import HashedFieldEmbedding, field_mlp
+from rankstream.layers.mlp import mlp_tower
 from rankstream.registry import register_model
-
-FUSED_MIN_ROWS = 600  # as models/cascade.py: smaller batches keep the dense first layer
 
 
 @dataclass(frozen=True)
@@ -45,7 +43,7 @@ class SingleGMV(nn.Module):
         self.mlp = mlp_tower(self.emb.out_dim, (*cfg.bottom, *cfg.tower))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return _over_fields(self.mlp, self.emb, ids).squeeze(1).abs()
+        return field_mlp(ids, [self.emb], self.mlp).squeeze(1).abs()
 
     def init_output_scale(self, gmv: float) -> None:
         """Start the regressor at a typical GMV (see :func:`set_head_bias`)."""
@@ -63,19 +61,13 @@ class DualExpertGMV(nn.Module):
         self.multi = mlp_tower(cfg.bottom[-1], cfg.tower)
 
     def forward(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = F.leaky_relu(_over_fields(self.bottom, self.emb, ids))
+        h = F.leaky_relu(field_mlp(ids, [self.emb], self.bottom))
         return self.single(h).squeeze(1).abs(), self.multi(h).squeeze(1).abs()
 
     def init_output_scale(self, gmv: float) -> None:
         """Start both experts at a typical GMV (see :func:`set_head_bias`)."""
         set_head_bias(self.single, gmv)
         set_head_bias(self.multi, gmv)
-
-
-def _over_fields(mlp: MLP, emb: HashedFieldEmbedding, ids: torch.Tensor) -> torch.Tensor:
-    """``mlp(emb(ids))`` with the first layer computed per distinct embedding row
-    (``layers.fields.field_linear``; the same function and parameters)."""
-    return mlp.after_first(field_linear(ids, [emb], mlp.first, FUSED_MIN_ROWS))
 
 
 def set_head_bias(mlp: nn.Module, value: float) -> None:
@@ -97,7 +89,7 @@ class Router(nn.Module):
         self.mlp = mlp_tower(self.emb.out_dim, cfg.router_hidden)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return _over_fields(self.mlp, self.emb, ids).squeeze(1)
+        return field_mlp(ids, [self.emb], self.mlp).squeeze(1)
 
 
 class Calibrator(nn.Module):
@@ -110,7 +102,7 @@ class Calibrator(nn.Module):
         self.head = nn.Linear(cfg.calibrator_hidden[-1] + 2, 1)
 
     def forward(self, ids: torch.Tensor, elapsed: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(_over_fields(self.mlp, self.emb, ids))
+        h = F.leaky_relu(field_mlp(ids, [self.emb], self.mlp))
         return F.softplus(self.head(torch.cat([h, elapsed[:, None], count[:, None]], dim=1))).squeeze(1)
 
 
