@@ -32,7 +32,7 @@ def to_padded(
     if index is None:
         index = padded_index(offsets, max_len, values.shape[0])
     out = values.new_zeros((b * max_len, *values.shape[1:]))
-    out = out.index_copy(0, index, values)
+    out.index_copy_(0, index, values)  # in place: out of place would copy the zeros once more
     return out.view(b, max_len, *values.shape[1:])
 
 
