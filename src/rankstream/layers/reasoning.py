@@ -145,13 +145,12 @@ def last_position_contexts(kvs: list[KV], lengths: torch.Tensor, streams: int, s
     neg = float("-inf")
     items = torch.zeros(b, 1, n, dtype=kc.dtype, device=kc.device)
     items.masked_fill_((torch.arange(n, device=kc.device) >= lengths[:, None])[:, None], neg)
-    own = torch.eye(streams, dtype=torch.bool, device=kc.device)
-    masks = []
-    for t in range(steps):
-        mine = kc.new_zeros(streams, (t + 1) * streams).masked_fill_(~own.repeat(1, t + 1), neg)
-        mask = torch.cat([items.expand(b, streams, n), mine.expand(b, -1, -1)], dim=-1)  # (B, M, S_t)
-        masks.append(mask.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, streams, -1))
-    return [LastPositionContext(kv, masks) for kv in kvs]
+    own = torch.eye(streams, dtype=torch.bool, device=kc.device).repeat(1, steps)
+    mine = kc.new_zeros(streams, steps * streams).masked_fill_(~own, neg)
+    mask = torch.cat([items.expand(b, streams, n), mine.expand(b, -1, -1)], dim=-1)  # (B, M, N + steps * M)
+    mask = mask.unsqueeze(1).expand(b, h, -1, -1).reshape(b * h, streams, -1)
+    # built once: step t's mask is its first N + (t + 1) * M columns (later steps' slots unread)
+    return [LastPositionContext(kv, [mask[..., : n + (t + 1) * streams] for t in range(steps)]) for kv in kvs]
 
 
 def causal_context_mask(lengths: torch.Tensor, n: int, query_pos: torch.Tensor | None) -> torch.Tensor:
