@@ -71,8 +71,8 @@ def main() -> None:
         m["ratio_to_backbone"] = round(m["latency_ms_per_user"] / base, 3)
         # the same ratio within each round (the models measured minutes apart see the same VM
         # speed), then its median and quartiles over rounds: steadier than the ratio of medians
-        paired = sorted(r["latency_ms_per_user"] / b["latency_ms_per_user"]
-                        for r, b in zip(runs[label], runs["sasrec"], strict=True))
+        paired = [r["latency_ms_per_user"] / b["latency_ms_per_user"]
+                  for r, b in zip(runs[label], runs["sasrec"], strict=True)]
         q = statistics.quantiles(paired, n=4) if len(paired) > 1 else paired * 3
         m["ratio_to_backbone_paired"] = round(statistics.median(paired), 3)
         m["ratio_to_backbone_paired_iqr"] = [round(q[0], 3), round(q[2], 3)]

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from rankstream.config import ConfigError, load_config
+from rankstream.train import stream_loop
+from rankstream.train.checkpoint import CheckpointError
 from rankstream.train.distributed import Dist
 from rankstream.train.experiment import run_experiment
 from stream_helpers import REDIS, redis_server, tiny_config
@@ -148,6 +150,27 @@ def test_resume_refuses_a_corrupt_stream_checkpoint(cache: Path) -> None:
     tensors.write_bytes(bytes(raw))
     with pytest.raises(Exception, match="corrupt"):
         run(tiny_config(cache, "vanilla", train={"max_segments": 5, "checkpoint_dir": str(ck)}), cache / "data")
+
+
+def test_a_failed_stream_checkpoint_write_keeps_the_previous_one(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write cut short (a full disk) raises CheckpointError and leaves no temporary folder;
+    LATEST still names the previous checkpoint, from which the stream resumes."""
+    ck = cache / "ck-full"
+    run(tiny_config(cache, "vanilla", train={"max_segments": 3, "checkpoint_dir": str(ck)}), cache / "data")
+    before = (ck / "LATEST").read_text()
+
+    def full_disk(tensors: dict, path: Path) -> str:
+        path.write_bytes(b"partial")
+        raise CheckpointError(f"could not write checkpoint file {path}: No space left on device")
+
+    monkeypatch.setattr(stream_loop, "write_tensors", full_disk)
+    with pytest.raises(CheckpointError, match="No space left"):
+        run(tiny_config(cache, "vanilla", train={"max_segments": 5, "checkpoint_dir": str(ck)}), cache / "data")
+    assert not [p.name for p in ck.iterdir() if ".tmp-" in p.name]
+    assert (ck / "LATEST").read_text() == before
+    monkeypatch.undo()
+    r = run(tiny_config(cache, "vanilla", train={"max_segments": 5, "checkpoint_dir": str(ck)}), cache / "data")
+    assert r["protocol"]["segments"] == 5
 
 
 def test_pretraining_has_its_own_batch_size(cache: Path) -> None:

@@ -111,14 +111,14 @@ class StreamRunner:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         tensors, metas = self._tensors()
-        try:
+        try:  # a failed write leaves no temporary folder: the previous checkpoint stays LATEST
             digest = write_tensors(tensors, tmp / "tensors.safetensors")
-        except CheckpointError:
-            shutil.rmtree(tmp, ignore_errors=True)  # the previous checkpoint stays LATEST
+            state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest,
+                     "method": self.ctx.method.name, "settings": self.settings}
+            (tmp / "state.json").write_text(json.dumps(state, default=float))
+        except (CheckpointError, OSError):
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        state = {"progress": self.progress.__dict__, "optimizers": metas, "sha256": digest, "method": self.ctx.method.name,
-                 "settings": self.settings}
-        (tmp / "state.json").write_text(json.dumps(state, default=float))
         final = self.ckpt / name
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
