@@ -4,10 +4,13 @@ Both models are built from their configs, then timed alternately (DFGR step, HST
 on the *same* training batches (all of one epoch's batches, or the first ``--steps``), so that
 machine load drifts hit both equally: forward + backward + AdamW step per batch, and
 ``model.score`` of one user x 1,000 candidates (the test user with the longest history).
-Reports medians and the DFGR / HSTU ratios.
+Reports medians and the DFGR / HSTU ratios. ``--lengths 50,100,200,500`` repeats the
+measurement with both models built at each window length (``model.max_len``, and
+``data.max_len`` where it is shorter), so the ratios can be read against the history length
+the interleaving doubles; without it, the configs' own length is measured.
 
 Usage: python3 benchmarks/ranking_cost.py --dataset ml1m_partial --data-dir ../shared/data \
-           --out results/ranking/cost_ml1m_partial.json [--steps 60] [--threads 2]
+           --out results/ranking/cost_ml1m_partial.json [--steps 60] [--threads 2] [--lengths 50,200]
 """
 
 from __future__ import annotations
@@ -26,17 +29,15 @@ from rankstream.train.experiment import set_threads
 from rankstream.train.ranking import build, inference_latency
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--dataset", default="ml1m_partial")
-    ap.add_argument("--data-dir", default="../shared/data")
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--steps", type=int, default=0, help="batches per model (0 = one full epoch)")
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
+def measure(args: argparse.Namespace, max_len: int | None) -> dict[str, Any]:
+    """Both models at window length ``max_len`` (None = the configs'), timed side by side."""
     models: dict[str, Any] = {}
     for name in ("dfgr", "hstu_rank"):
-        cfg = load_config(f"configs/{args.dataset}/{name}.yaml", [f"train.num_threads={args.threads}"])
+        over = [f"train.num_threads={args.threads}"]
+        if max_len is not None:
+            base = load_config(f"configs/{args.dataset}/{name}.yaml", [])
+            over += [f"model.max_len={max_len}", f"data.max_len={max(max_len, base.data.max_len)}"]
+        cfg = load_config(f"configs/{args.dataset}/{name}.yaml", over)
         set_threads(cfg)
         data, model, task = build(cfg, Path(args.data_dir))
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
@@ -58,6 +59,7 @@ def main() -> None:
             times[name].append(time.perf_counter() - t0)
         tokens += int(models["dfgr"][3].windows["train"].lengths[rows].sum())
     out: dict[str, Any] = {"dataset": args.dataset, "threads": args.threads, "batches": len(batches),
+                           "max_len": models["dfgr"][0].model.max_len,
                            "events_per_batch": tokens / max(len(batches), 1)}
     for name, (cfg, data, model, _, _) in models.items():
         out[name] = {"train_seconds_total": round(sum(times[name]), 3),
@@ -66,9 +68,23 @@ def main() -> None:
     d, h = out["dfgr"], out["hstu_rank"]
     out["ratio_train_dfgr_over_hstu"] = round(d["train_seconds_total"] / h["train_seconds_total"], 3)
     out["ratio_infer_hstu_over_dfgr"] = round(h["infer_ms_per_1000_candidates"] / d["infer_ms_per_1000_candidates"], 3)
+    print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--dataset", default="ml1m_partial")
+    ap.add_argument("--data-dir", default="../shared/data")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--steps", type=int, default=0, help="batches per model (0 = one full epoch)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--lengths", default="", help="window lengths to sweep, e.g. 50,100,200 ('' = the configs')")
+    args = ap.parse_args()
+    lengths: list[int | None] = [int(x) for x in args.lengths.split(",") if x] or [None]
+    runs = [measure(args, n) for n in lengths]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: v for k, v in out.items() if not isinstance(v, dict)}, indent=1))
+    Path(args.out).write_text(json.dumps(runs[0] if len(runs) == 1 else {"dataset": args.dataset, "sweep": runs}, indent=1))
 
 
 if __name__ == "__main__":
