@@ -72,6 +72,17 @@ def measure(args: argparse.Namespace, max_len: int | None) -> dict[str, Any]:
     return out
 
 
+def window_lengths(text: str) -> list[int]:
+    """``--lengths``: comma-separated window lengths, each a positive integer."""
+    try:
+        lengths = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(n < 1 for n in lengths):
+        raise argparse.ArgumentTypeError(f"window lengths must be >= 1, got {text!r}")
+    return lengths
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="ml1m_partial")
@@ -79,9 +90,11 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=0, help="batches per model (0 = one full epoch)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--lengths", default="", help="window lengths to sweep, e.g. 50,100,200 ('' = the configs')")
+    ap.add_argument("--lengths", type=window_lengths, default=[],
+                    help="window lengths to sweep, e.g. 50,100,200 (none = the configs'; one length writes "
+                         "one result, several write {dataset, sweep: [...]})")
     args = ap.parse_args()
-    lengths: list[int | None] = [int(x) for x in args.lengths.split(",") if x] or [None]
+    lengths: list[int | None] = [*args.lengths] or [None]
     runs = [measure(args, n) for n in lengths]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(runs[0] if len(runs) == 1 else {"dataset": args.dataset, "sweep": runs}, indent=1))
